@@ -1,0 +1,3 @@
+from tcpdoctor.cli.main import main
+
+main()

@@ -1,0 +1,57 @@
+"""Entry point: the click group and the one place where errors become exit codes."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from tcpdoctor import __version__
+from tcpdoctor.errors import ExitCode, TcpDoctorError
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(__version__, prog_name="tcpdoctor")
+def cli() -> None:
+    """Find, explain, reproduce and predict Linux TCP connection-lifecycle failures."""
+
+
+def _register() -> None:
+    # Imported here so `tcpdoctor --version` does not pay for numpy and rich.
+    from tcpdoctor.cli.calc import calc
+    from tcpdoctor.cli.scan import scan
+
+    cli.add_command(scan)
+    cli.add_command(calc)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; every deliberate error is one line on stderr and a documented exit code."""
+    _register()
+    try:
+        cli.main(args=argv, prog_name="tcpdoctor", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.Abort:
+        _fail("interrupted", ExitCode.USAGE)
+    except click.UsageError as err:
+        hint = f" (see '{err.ctx.command_path} --help')" if err.ctx else ""
+        _fail(f"{err.format_message()}{hint}", ExitCode.USAGE)
+    except click.ClickException as err:
+        _fail(err.format_message(), ExitCode.USAGE)
+    except TcpDoctorError as err:
+        _fail(str(err), err.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", ExitCode.USAGE)
+    except BrokenPipeError:
+        # `tcpdoctor scan | head`: the reader left; nothing more to say.
+        sys.stderr.close()
+        sys.exit(ExitCode.OK)
+    sys.exit(ExitCode.OK)
+
+
+def _fail(message: str, code: ExitCode) -> None:
+    click.echo(f"tcpdoctor: error: {message}", err=True)
+    sys.exit(int(code))

@@ -1,0 +1,66 @@
+"""Kernel constants, in seconds unless the name says otherwise.
+
+Each is tied to the symbol it mirrors. Most live in include/net/tcp.h, defined in jiffies
+as multiples of HZ, so their value in seconds is the same on every kernel.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- TIME_WAIT / FIN_WAIT2 (include/net/tcp.h) -------------------------------------------
+TCP_TIMEWAIT_LEN: Final = 60.0  # (60*HZ); hard-coded, no sysctl changes it
+TCP_FIN_TIMEOUT: Final = TCP_TIMEWAIT_LEN  # default net.ipv4.tcp_fin_timeout
+TCP_FIN_TIMEOUT_MAX: Final = 120.0  # (120*HZ); clamp for the TCP_LINGER2 socket option
+TCP_PAWS_MSL: Final = 60  # seconds; also the upper bound of tcp_tw_reuse_delay
+# tcp_fin_time() never returns less than 3.5 x RTO: (rto << 2) - (rto >> 1).
+FIN_TIME_RTO_FACTOR: Final = 3.5
+# __inet_twsk_schedule(): a minisock scheduled for more than this counts as TW, else TWKilled.
+TW_KILLED_THRESHOLD: Final = 4.0  # timeouts <= 4 s count as TWKilled instead of TW
+
+# --- Retransmission (include/net/tcp.h) ---------------------------------------------------
+TCP_RTO_MIN: Final = 0.2  # (HZ/5)
+TCP_RTO_MAX: Final = 120.0  # (120*HZ); TCP_RTO_MAX_SEC since 6.15
+TCP_TIMEOUT_INIT: Final = 1.0  # (1*HZ), RFC 6298 2.1 initial RTO for SYN / SYN-ACK
+TCP_TIMEOUT_FALLBACK: Final = 3.0  # (3*HZ), RFC 6298 5.7, after a lost handshake packet
+TCP_RETR1: Final = 3  # default tcp_retries1
+TCP_RETR2: Final = 15  # default tcp_retries2
+TCP_SYN_RETRIES: Final = 6  # default tcp_syn_retries
+TCP_SYNACK_RETRIES: Final = 5  # default tcp_synack_retries
+TCP_SYN_LINEAR_TIMEOUTS: Final = 4  # default tcp_syn_linear_timeouts (6.5+, tcp_sk_init)
+TCP_ORPHAN_RETRIES_ZERO_MEANS: Final = 8  # tcp_orphan_retries(): 0 is treated as 8
+TCP_RTO_MAX_MS_MIN: Final = 1000  # tcp_rto_max_ms lower bound (6.15)
+TCP_RTO_MAX_MS_MAX: Final = 120_000  # tcp_rto_max_ms upper bound (6.15)
+
+# --- Keepalive (include/net/tcp.h) --------------------------------------------------------
+TCP_KEEPALIVE_TIME: Final = 7200.0  # (120*60*HZ)
+TCP_KEEPALIVE_INTVL: Final = 75.0  # (75*HZ)
+TCP_KEEPALIVE_PROBES: Final = 9
+MAX_TCP_KEEPIDLE: Final = 32767  # seconds, TCP_KEEPIDLE upper bound
+MAX_TCP_KEEPINTVL: Final = 32767  # seconds, TCP_KEEPINTVL upper bound
+MAX_TCP_KEEPCNT: Final = 127  # TCP_KEEPCNT upper bound
+
+# --- Ports (net/ipv4/af_inet.c inet_init_net, inet_hashtables.c) --------------------------
+DEFAULT_PORT_RANGE: Final = (32768, 60999)  # net.ipv4.ip_local_port_range per netns
+MAX_PORT: Final = 65535
+# tcp_twsk_unique(): a reused TIME_WAIT port starts write_seq at tw_snd_nxt + 65535 + 2.
+TW_REUSE_SEQ_JUMP: Final = 65537
+TCP_TW_REUSE_DELAY_MS: Final = 1000  # default tcp_tw_reuse_delay (6.14+)
+TCP_TW_REUSE_DEFAULT: Final = 2  # tcp_sk_init(): 2 = loopback only
+
+# --- Listen queues ------------------------------------------------------------------------
+SOMAXCONN_DEFAULT: Final = 4096  # net.core.somaxconn since 5.4 (was 128)
+
+# --- Clocks -------------------------------------------------------------------------------
+USER_HZ: Final = 100  # /proc/net/tcp timer column is in clock_t ticks (1/100 s)
+# Timer-wheel slack (kernel/time/timer.c): a long timer fires up to one granularity step
+# late. At HZ=250, timers of ~16-131 s round up to 2.048 s; at HZ=1000, ~33-262 s to 4.096 s.
+TIMER_WHEEL_LVL_CLK_SHIFT: Final = 3  # each wheel level is 8x coarser
+TIMER_WHEEL_LVL_SIZE: Final = 64  # buckets per level
+
+# --- Memory (measured on 6.18 x86_64, slabinfo object sizes) ------------------------------
+# A TIME_WAIT minisock is a tw_sock_TCP slab object; a full socket is TCP/TCPv6 plus buffers.
+TW_SOCK_BYTES: Final = 256  # tw_sock_TCP objsize (kmem_cache), 6.x x86_64
+TCP_SOCK_BYTES: Final = 2368  # TCP objsize, for comparison (slabinfo, 6.18)
+TCP6_SOCK_BYTES: Final = 2496  # TCPv6 objsize
+REQUEST_SOCK_BYTES: Final = 320  # request_sock_TCP objsize

@@ -1,0 +1,1 @@
+"""Rendering: terminal tables (rich), JSON, and later HTML and plots."""
