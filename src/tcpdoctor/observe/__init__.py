@@ -1,0 +1,1 @@
+"""Reading a live kernel: sockets, sysctls, counters, owners, namespaces."""
