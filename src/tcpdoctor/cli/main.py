@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -9,8 +10,29 @@ import click
 from tcpdoctor import __version__
 from tcpdoctor.errors import ExitCode, TcpDoctorError
 
+# verb -> "module:attribute"; a verb's module (and numpy, rich) loads only when it runs.
+VERBS = {
+    "scan": "tcpdoctor.cli.scan:scan",
+    "calc": "tcpdoctor.cli.calc:calc",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(VERBS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = VERBS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attribute = target.split(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
 
 @click.group(
+    cls=LazyGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.version_option(__version__, prog_name="tcpdoctor")
@@ -18,18 +40,8 @@ def cli() -> None:
     """Find, explain, reproduce and predict Linux TCP connection-lifecycle failures."""
 
 
-def _register() -> None:
-    # Imported here so `tcpdoctor --version` does not pay for numpy and rich.
-    from tcpdoctor.cli.calc import calc
-    from tcpdoctor.cli.scan import scan
-
-    cli.add_command(scan)
-    cli.add_command(calc)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every deliberate error is one line on stderr and a documented exit code."""
-    _register()
     try:
         cli.main(args=argv, prog_name="tcpdoctor", standalone_mode=False)
     except click.exceptions.Exit as done:

@@ -8,6 +8,7 @@ inet_req_diag_fill), net/netlink/af_netlink.c (netlink_dump, netlink_recvmsg).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import socket
@@ -106,9 +107,7 @@ def _dump_family_retrying(
     return result
 
 
-def _dump_family(
-    sock: socket.socket, family: int, states_mask: int, want_info: bool
-) -> DumpResult:
+def _dump_family(sock: socket.socket, family: int, states_mask: int, want_info: bool) -> DumpResult:
     seq = next(_seq)
     ext = 1 << (abi.INET_DIAG_INFO - 1) if want_info else 0
     sock.send(_request(family, states_mask, ext, seq))
@@ -143,8 +142,11 @@ class _BatchReader:
         self.buffer = bytearray(_BATCH_BYTES)
         self.view = memoryview(self.buffer)
         self.used = 0
-        self.offsets: list[int] = []
-        self.runs: list[np.ndarray] = []
+        self.offsets: list[int] = []  # scalar-walked messages not yet in a piece
+        # In arrival order: (start, stride, count) for a run of equal messages, or
+        # (-1, 0, n) for the next n entries of `scalar_starts`.
+        self.pieces: list[tuple[int, int, int]] = []
+        self.scalar_starts: list[int] = []
         self.info_spans: list[tuple[int, int]] = []
         self.sockets: list[np.ndarray] = []
         self.info: list[np.ndarray] = []
@@ -214,7 +216,8 @@ class _BatchReader:
         run = int(count if same.all() else np.argmin(same))
         if length < _ATTR_START:
             raise KernelInterfaceError(f"short inet_diag message ({length} bytes)")
-        self.runs.append(offset + step * np.arange(run, dtype=np.intp))
+        self._close_scalars()
+        self.pieces.append((offset, step, run))
         return offset + step * run
 
     def _accept(self, offset: int, length: int) -> None:
@@ -234,21 +237,42 @@ class _BatchReader:
             return
         raise _translate(OSError(code, errno.errorcode.get(code, "error")))
 
-    def _flush(self) -> None:
+    def _close_scalars(self) -> None:
         if self.offsets:
-            self.runs.append(np.asarray(self.offsets, dtype=np.intp))
-        if not self.runs:
-            self.used = 0
-            return
-        raw = np.frombuffer(self.buffer, dtype=np.uint8, count=self.used)
-        starts = np.sort(np.concatenate(self.runs))
-        self.sockets.append(_gather_rows(raw, starts + _MSG_START))
-        if self.want_info:
-            self.info.append(_gather_info(raw, self.info_spans))
-        self.offsets.clear()
-        self.runs.clear()
+            self.pieces.append((-1, 0, len(self.offsets)))
+            self.scalar_starts.extend(self.offsets)
+            self.offsets.clear()
+
+    def _flush(self) -> None:
+        self._close_scalars()
+        if self.pieces:
+            raw = np.frombuffer(self.buffer, dtype=np.uint8, count=self.used)
+            self.sockets.append(self._rows(raw))
+            if self.want_info:
+                self.info.append(_gather_info(raw, self.info_spans))
+        self.pieces.clear()
+        self.scalar_starts.clear()
         self.info_spans.clear()
         self.used = 0
+
+    def _rows(self, raw: np.ndarray) -> np.ndarray:
+        out = np.empty(sum(count for _, _, count in self.pieces), dtype=SOCKET_DTYPE)
+        scalars = np.asarray(self.scalar_starts, dtype=np.intp) + _MSG_START
+        at = taken = 0
+        for start, step, count in self.pieces:
+            if start < 0:
+                out[at : at + count] = _gather_rows(raw, scalars[taken : taken + count])
+                taken += count
+            else:
+                out[at : at + count] = np.ndarray(
+                    (count,),
+                    dtype=SOCKET_DTYPE,
+                    buffer=self.buffer,
+                    offset=start + _MSG_START,
+                    strides=(step,),
+                )
+            at += count
+        return out
 
     def result(self) -> DumpResult:
         self._flush()
@@ -308,10 +332,8 @@ def _drain(sock: socket.socket) -> None:
 
 def _grow_rcvbuf(sock: socket.socket) -> None:
     current = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-    try:
+    with contextlib.suppress(OSError):  # keep the buffer we have; the retry may still do
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, current * 4)
-    except OSError:
-        pass  # keep the buffer we have; the retry may still succeed
 
 
 def _translate(err: OSError) -> Exception:

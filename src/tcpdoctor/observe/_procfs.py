@@ -32,7 +32,7 @@ def read_tcp(proc_net: str, families: tuple[int, ...], states_mask: int) -> np.n
         parts.append(parse_tcp_table(text, family))
     rows = np.concatenate(parts) if parts else np.zeros(0, SOCKET_DTYPE)
     keep = ((np.uint32(1) << rows["state"].astype(np.uint32)) & np.uint32(states_mask)) != 0
-    return rows[keep]
+    return np.asarray(rows[keep])
 
 
 def _read(path: str, *, missing_ok: bool) -> str:

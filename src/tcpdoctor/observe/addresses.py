@@ -22,10 +22,16 @@ def format_column(families: np.ndarray, words: np.ndarray) -> np.ndarray:
     out = np.empty(len(families), dtype=object)
     for family in np.unique(families):
         rows = np.flatnonzero(families == family)
-        keys = np.ascontiguousarray(words[rows]).astype(">u4")
-        flat = keys.view(np.dtype((np.void, 16))).reshape(-1)
-        unique, inverse = np.unique(flat, return_inverse=True)
-        texts = np.array([_text(int(family), bytes(u)) for u in unique], dtype=object)
+        if family == socket.AF_INET:
+            # One word per address: sorting plain integers is much cheaper than bytes.
+            unique, inverse = np.unique(words[rows, 0], return_inverse=True)
+            raw = [int(u).to_bytes(4, "big") for u in unique]
+        else:
+            keys = np.ascontiguousarray(words[rows]).astype(">u4")
+            flat = keys.view(np.dtype((np.void, 16))).reshape(-1)
+            unique, inverse = np.unique(flat, return_inverse=True)
+            raw = [bytes(u) for u in unique]
+        texts = np.array([_text(int(family), r) for r in raw], dtype=object)
         out[rows] = texts[inverse.reshape(-1)]
     return out
 
@@ -54,10 +60,10 @@ def match_network(families: np.ndarray, words: np.ndarray, network: IPNetwork) -
         mapped = (families == socket.AF_INET6) & np.all(
             words[:, :3] == np.array(_V4_MAPPED_PREFIX, dtype=np.uint64), axis=1
         )
-        return in_v4 | (mapped & ((words[:, 3] & mask) == net))
+        return np.asarray(in_v4 | (mapped & ((words[:, 3] & mask) == net)), dtype=np.bool_)
     net_words = _split128(int(network.network_address))
     mask_words = _split128(int(network.netmask))
-    hit = families == socket.AF_INET6
+    hit = np.asarray(families == socket.AF_INET6, dtype=np.bool_)
     for i in range(4):
         hit &= (words[:, i] & mask_words[i]) == net_words[i]
     return hit
@@ -71,4 +77,4 @@ def is_loopback(families: np.ndarray, words: np.ndarray) -> np.ndarray:
     """127/8, ::1 and v4-mapped 127/8 (the loopback test of tcp_twsk_unique())."""
     v4_lo = match_network(families, words, ipaddress.IPv4Network("127.0.0.0/8"))
     v6_lo = match_network(families, words, ipaddress.IPv6Network("::1/128"))
-    return v4_lo | v6_lo
+    return np.asarray(v4_lo | v6_lo, dtype=np.bool_)

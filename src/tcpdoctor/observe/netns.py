@@ -8,7 +8,6 @@ in a short-lived thread. Sockets it opens stay bound to that namespace, and path
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import threading
@@ -50,7 +49,7 @@ class NetnsId:
     inode: int
     name: str | None
     pid: int | None
-    is_host: bool
+    is_host: bool | None  # None when pid 1's namespace is hidden from us (sandboxes)
 
 
 def resolve(name: str | None = None, pid: int | None = None) -> NetnsTarget | None:
@@ -94,12 +93,9 @@ def _check_nsfs(path: str, missing: str) -> None:
 def identify(target: NetnsTarget | None) -> NetnsId:
     """Who is the namespace we are about to read (no entering needed)."""
     host = _inode("/proc/1/ns/net")
-    if target is None:
-        inode = _inode("/proc/thread-self/ns/net")
-        return NetnsId(inode, _name_of(inode), None, inode == host)
-    inode = _inode(target.path)
-    name = target.name or _name_of(inode)
-    return NetnsId(inode, name, target.pid, inode == host)
+    inode = _inode(target.path if target else "/proc/thread-self/ns/net")
+    name = (target.name if target else None) or _name_of(inode)
+    return NetnsId(inode, name, target.pid if target else None, inode == host if host else None)
 
 
 def _inode(path: str) -> int:
@@ -174,9 +170,8 @@ _LIBC: ctypes.CDLL | None = None
 def _libc() -> ctypes.CDLL:
     global _LIBC  # noqa: PLW0603 - loaded once, on first use
     if _LIBC is None:
-        name = ctypes.util.find_library("c") or "libc.so.6"
         try:
-            _LIBC = ctypes.CDLL(name, use_errno=True)
+            _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
         except OSError as err:
             raise KernelInterfaceError(f"cannot load the C library for setns(): {err}") from err
     return _LIBC

@@ -107,7 +107,9 @@ class Snapshot:
             strict=True,
         )
         for fam, st, la, lp, ra, rp, tm, exp, rt, rq, wq, uid, ino in columns:
-            yield SocketRow(fam, TcpState(st), la, lp, ra, rp, timer_label(tm), exp, rt, rq, wq, uid, ino)
+            yield SocketRow(
+                fam, TcpState(st), la, lp, ra, rp, timer_label(tm), exp, rt, rq, wq, uid, ino
+            )
 
     @property
     def nbytes(self) -> int:

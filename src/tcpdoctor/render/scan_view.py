@@ -1,0 +1,181 @@
+"""What `tcpdoctor scan` prints: the socket table, the summary, and the JSON document."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import Counter
+from typing import TYPE_CHECKING, Any, TextIO
+
+from tcpdoctor.kernel.states import REPORTED_STATES, TcpState
+from tcpdoctor.observe.filters import SocketFilter
+from tcpdoctor.observe.owners import OwnerScan
+from tcpdoctor.observe.snapshot import Snapshot
+from tcpdoctor.observe.summary import Summary
+from tcpdoctor.render import sockets as socket_text
+from tcpdoctor.render.json import to_jsonable
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+
+_CHUNK_ROWS = 8192  # socket lines joined per write() call
+
+
+def write_table(out: TextIO, snap: Snapshot, owner_scan: OwnerScan | None) -> None:
+    owners = owner_scan.owners if owner_scan is not None else None
+    socket_text.write_text(out, snap, owners)
+
+
+def meta_json(snap: Snapshot, socket_filter: SocketFilter | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = to_jsonable(snap.meta)
+    meta["socket_count"] = len(snap)
+    if socket_filter is not None:
+        meta["filter"] = to_jsonable(socket_filter)
+    return meta
+
+
+def by_state_json(counts: dict[TcpState, int]) -> dict[str, int]:
+    """Every reported state, zeros included, so consumers need no defaults."""
+    return {state.label: counts.get(state, 0) for state in REPORTED_STATES}
+
+
+def process_counts(snap: Snapshot, owner_scan: OwnerScan) -> list[dict[str, Any]]:
+    """Sockets per owning process, by state (a socket shared by two processes counts twice)."""
+    per_pid: dict[tuple[int, str], Counter[TcpState]] = {}
+    inodes = snap.sockets["inode"].tolist()
+    states = snap.sockets["state"].tolist()
+    for inode, state in zip(inodes, states, strict=True):
+        for owner in owner_scan.owners.get(inode, ()):
+            per_pid.setdefault((owner.pid, owner.comm), Counter())[TcpState(state)] += 1
+    ranked = sorted(per_pid.items(), key=lambda item: -sum(item[1].values()))
+    return [
+        {
+            "pid": pid,
+            "process": comm,
+            "total": sum(counts.values()),
+            "by_state": {s.label: n for s, n in sorted(counts.items())},
+        }
+        for (pid, comm), counts in ranked
+    ]
+
+
+def summary_json(sums: Summary) -> dict[str, Any]:
+    return {
+        "total": sums.total,
+        "by_state": by_state_json(sums.by_state),
+        "top_remote": [
+            {
+                "remote_address": e.remote_address,
+                "remote_port": e.remote_port,
+                "total": e.total,
+                "by_state": {s.label: n for s, n in sorted(e.by_state.items())},
+            }
+            for e in sums.top_remote
+        ],
+        "port_use": {
+            "port_range": list(sums.port_range),
+            "destinations": [{**to_jsonable(p), "share": round(p.share, 6)} for p in sums.port_use],
+        },
+    }
+
+
+def write_json(
+    out: TextIO,
+    snap: Snapshot,
+    sums: Summary | None,
+    owner_scan: OwnerScan | None,
+    socket_filter: SocketFilter,
+    *,
+    with_sockets: bool,
+) -> None:
+    head: dict[str, Any] = {"meta": meta_json(snap, socket_filter)}
+    if owner_scan is not None:
+        head["meta"]["owner_scan"] = {"unreadable_pids": owner_scan.unreadable_pids}
+    if sums is not None:
+        head["summary"] = summary_json(sums)
+        if owner_scan is not None:
+            head["summary"]["by_process"] = process_counts(snap, owner_scan)
+    text = json.dumps(head, indent=2, ensure_ascii=False)
+    if not with_sockets:
+        out.write(text + "\n")
+        return
+    # Stream the (possibly huge) socket list after the small head, one object per line.
+    out.write(text[:-2] + ',\n  "sockets": [\n')
+    owners = owner_scan.owners if owner_scan is not None else None
+    lines = socket_text.json_lines(snap, owners)
+    separator = ",\n    "
+    first = True
+    while chunk := list(itertools.islice(lines, _CHUNK_ROWS)):
+        out.write(("    " if first else separator) + separator.join(chunk))
+        first = False
+    out.write("\n  ]\n}\n")
+
+
+def print_summary(snap: Snapshot, sums: Summary, owner_scan: OwnerScan | None) -> None:
+    from rich.console import Console  # rich costs ~50 ms to import; only tables need it
+    from rich.table import Table
+
+    console = Console()
+    ns = snap.meta.netns
+    where = ns.name or (f"pid {ns.pid}" if ns.pid else "host" if ns.is_host else str(ns.inode))
+    console.print(
+        f"[bold]{sums.total}[/] TCP sockets in netns [bold]{where}[/] "
+        f"(kernel {snap.meta.kernel_release}, read in {snap.meta.elapsed_s * 1000:.0f} ms "
+        f"via {snap.meta.source.value})"
+    )
+    states = Table(title="By state", title_justify="left")
+    states.add_column("State")
+    states.add_column("Count", justify="right")
+    for state, count in sorted(sums.by_state.items(), key=lambda kv: -kv[1]):
+        states.add_row(state.label, str(count))
+    console.print(states)
+    if sums.top_remote:
+        console.print(_remote_table(sums))
+    if sums.port_use:
+        console.print(_port_table(sums))
+    if owner_scan is not None:
+        console.print(_process_table(process_counts(snap, owner_scan)))
+
+
+def _remote_table(sums: Summary) -> Table:
+    from rich.table import Table
+
+    table = Table(title="Top remote endpoints", title_justify="left")
+    for name in ("Remote", "Total", "By state"):
+        table.add_column(name, justify="right" if name == "Total" else "left")
+    for e in sums.top_remote:
+        states = ", ".join(f"{s.label} {n}" for s, n in sorted(e.by_state.items()))
+        table.add_row(f"{e.remote_address}:{e.remote_port}", str(e.total), states)
+    return table
+
+
+def _port_table(sums: Summary) -> Table:
+    from rich.table import Table
+
+    lo, hi = sums.port_range
+    table = Table(title=f"Ephemeral ports per destination (range {lo}-{hi})", title_justify="left")
+    for name in ("Local", "Destination", "In use", "TIME_WAIT", "Capacity", "Share"):
+        table.add_column(name, justify="left" if name in ("Local", "Destination") else "right")
+    for p in sums.port_use:
+        table.add_row(
+            p.local_address,
+            f"{p.remote_address}:{p.remote_port}",
+            str(p.in_use),
+            str(p.time_wait),
+            str(p.capacity),
+            f"{p.share:.1%}",
+        )
+    return table
+
+
+def _process_table(rows: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
+    table = Table(title="Sockets by process", title_justify="left")
+    for name in ("PID", "Process", "Total", "By state"):
+        table.add_column(name, justify="right" if name in ("PID", "Total") else "left")
+    for row in rows[:20]:
+        states = ", ".join(f"{s} {n}" for s, n in row["by_state"].items())
+        table.add_row(str(row["pid"]), row["process"], str(row["total"]), states)
+    return table
