@@ -117,6 +117,23 @@ def _dump_family(sock: socket.socket, family: int, states_mask: int, want_info: 
     return reader.result()
 
 
+def parse_dump(data: bytes, seq: int, *, want_info: bool = False) -> DumpResult:
+    """Parse the bytes of a whole dump reply (several datagrams, back to back).
+
+    The socket path feeds datagrams one by one; this entry point exists for tests and
+    fuzzing. Malformed input raises KernelInterfaceError, never anything else.
+    """
+    reader = _BatchReader(want_info)
+    view = memoryview(data)
+    while view and not reader.done:
+        chunk = view[: _MAX_DATAGRAM // 2]
+        reader.feed(bytes(chunk), seq)
+        view = view[len(chunk) :]
+    if not reader.done:
+        raise KernelInterfaceError("sock_diag dump ended without NLMSG_DONE")
+    return reader.result()
+
+
 def _request(family: int, states_mask: int, ext: int, seq: int) -> bytes:
     length = abi.NLMSG_HDRLEN + abi.INET_DIAG_REQ_V2_LEN
     flags = abi.NLM_F_REQUEST | abi.NLM_F_DUMP
@@ -164,6 +181,14 @@ class _BatchReader:
             raise KernelInterfaceError("sock_diag dump ended without NLMSG_DONE")
         self._walk(self.used, self.used + size, seq)
         self.used += size
+
+    def feed(self, data: bytes, seq: int) -> None:
+        """Take bytes that arrived some other way (tests); same checks as receive()."""
+        if len(self.buffer) - self.used < max(len(data), _MAX_DATAGRAM):
+            self._flush()
+        self.buffer[self.used : self.used + len(data)] = data
+        self._walk(self.used, self.used + len(data), seq)
+        self.used += len(data)
 
     def _walk(self, start: int, end: int, seq: int) -> None:
         buf = self.buffer
@@ -342,4 +367,4 @@ def _translate(err: OSError) -> Exception:
     return KernelInterfaceError(f"sock_diag dump failed: {err.strerror or err}")
 
 
-__all__ = ["INFO_DTYPE", "SOCKET_DTYPE", "DumpResult", "dump_tcp"]
+__all__ = ["INFO_DTYPE", "SOCKET_DTYPE", "DumpResult", "dump_tcp", "parse_dump"]
