@@ -1,0 +1,1 @@
+"""Helpers shared by kernel and e2e tests."""
