@@ -59,7 +59,7 @@ class TestNetns:
             if proc.poll() is None:
                 proc.kill()
             proc.wait(timeout=10)
-        subprocess.run(["ip", "netns", "delete", self.name], capture_output=True)
+        subprocess.run(["ip", "netns", "delete", self.name], check=False, capture_output=True)
 
 
 @contextmanager
@@ -77,6 +77,7 @@ def tcpdoctor(
     """Run the installed CLI as a user would."""
     return subprocess.run(
         [TCPDOCTOR, *argv],
+        check=False,
         capture_output=True,
         text=True,
         timeout=timeout,
