@@ -64,3 +64,36 @@ TW_SOCK_BYTES: Final = 256  # tw_sock_TCP objsize (kmem_cache), 6.x x86_64
 TCP_SOCK_BYTES: Final = 2368  # TCP objsize, for comparison (slabinfo, 6.18)
 TCP6_SOCK_BYTES: Final = 2496  # TCPv6 objsize
 REQUEST_SOCK_BYTES: Final = 320  # request_sock_TCP objsize
+
+# --- Sysctl defaults used by kernel/sysctls.py --------------------------------------------
+TCP_ORPHAN_RETRIES: Final = 0  # default tcp_orphan_retries (tcp_sk_init); 0 acts as 8
+TCP_TIMESTAMPS_DEFAULT: Final = 1  # tcp_sk_init(): on, with per-connection offsets
+TCP_SYNCOOKIES_DEFAULT: Final = 1  # tcp_sk_init(): cookies only once the SYN queue is full
+NR_OPEN_DEFAULT: Final = 1024 * 1024  # fs/file.c sysctl_nr_open
+NR_FILE: Final = 8192  # include/linux/fs.h; floor of fs.file-max (files_maxfiles_init)
+
+# --- nf_conntrack TCP timeouts, seconds (nf_conntrack_proto_tcp.c tcp_timeouts[]) ---------
+NF_CT_TCP_TIMEOUT_SYN_SENT: Final = 120  # 2 MINS
+NF_CT_TCP_TIMEOUT_SYN_RECV: Final = 60  # 60 SECS
+NF_CT_TCP_TIMEOUT_ESTABLISHED: Final = 5 * 24 * 3600  # 5 DAYS
+NF_CT_TCP_TIMEOUT_FIN_WAIT: Final = 120  # 2 MINS
+NF_CT_TCP_TIMEOUT_CLOSE_WAIT: Final = 60  # 60 SECS
+NF_CT_TCP_TIMEOUT_LAST_ACK: Final = 30  # 30 SECS
+NF_CT_TCP_TIMEOUT_TIME_WAIT: Final = 120  # 2 MINS
+NF_CT_TCP_TIMEOUT_CLOSE: Final = 10  # 10 SECS
+NF_CT_TCP_TIMEOUT_MAX_RETRANS: Final = 300  # 5 MINS (TCP_CONNTRACK_RETRANS)
+NF_CT_TCP_TIMEOUT_UNACKNOWLEDGED: Final = 300  # 5 MINS (TCP_CONNTRACK_UNACK)
+
+# --- Limits and clocks used by kernel/timing.py -------------------------------------------
+MAX_TCP_SYNCNT: Final = 127  # tcp.h; cap of TCP_SYNCNT, tcp_syn_retries, syn_linear_timeouts
+TCP_SYN_RETRIES_MIN: Final = 1  # sysctl_net_ipv4.c tcp_syn_retries_min
+SYSCTL_U8_MAX: Final = 255  # proc_dou8vec_minmax ceiling (tcp_retries2, tcp_synack_retries, ...)
+TCP_USER_TIMEOUT_MAX_MS: Final = 2**31 - 1  # int; do_tcp_setsockopt() only rejects negatives
+TCP_TW_REUSE_MAX: Final = 2  # sysctl_net_ipv4.c tcp_tw_reuse: extra2 = SYSCTL_TWO
+TCP_TW_REUSE_DELAY_MS_MIN: Final = 1  # tcp_tw_reuse_delay: extra1 = SYSCTL_ONE (6.14+)
+TCP_TW_REUSE_DELAY_MS_MAX: Final = TCP_PAWS_MSL * 1000  # tcp_tw_reuse_delay_max (6.14+)
+TCP_LINGER2_RESET: Final = -1  # do_tcp_setsockopt(TCP_LINGER2): any negative is stored as -1
+MIN_PORT: Final = 1  # sysctl_net_ipv4.c ip_local_port_range_min[]
+TIMER_WHEEL_LVL_DEPTH: Final = 9  # kernel/time/timer.c LVL_DEPTH when HZ > 100
+TIMER_WHEEL_LVL_DEPTH_LOW_HZ: Final = 8  # LVL_DEPTH when HZ <= 100
+REFERENCE_HZ: Final = 250  # CONFIG_HZ of the 6.18 box the kernel notes were measured on

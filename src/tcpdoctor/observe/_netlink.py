@@ -34,15 +34,12 @@ _BATCH_BYTES = 4 << 20
 _MAX_DATAGRAM = 256 << 10
 _RCVBUF = 4 << 20
 _MAX_ATTEMPTS = 4  # retries on NLM_F_DUMP_INTR and ENOBUFS
-_HDR = struct.Struct("<IHHII")
 _REQ = struct.Struct("<IHHIIBBBBI48x")
 _ATTR = struct.Struct("<HH")
 _ERRNO = struct.Struct("<i")
 _MSG_START = abi.NLMSG_HDRLEN
 _ATTR_START = abi.NLMSG_HDRLEN + abi.INET_DIAG_MSG_LEN
-_ROW_INDEX = np.arange(abi.INET_DIAG_MSG_LEN, dtype=np.intp)
 _seq = itertools.count(1)
-_MIN_RUN = 16  # below this the strided check costs more than the scalar walk
 _HDR_DTYPE = np.dtype([("len", "<u4"), ("type", "<u2"), ("flags", "<u2"), ("seq", "<u4")])
 
 
@@ -152,18 +149,29 @@ def _request(family: int, states_mask: int, ext: int, seq: int) -> bytes:
 
 
 class _BatchReader:
-    """Receives dump datagrams into one buffer and parses them a batch at a time."""
+    """Receives dump datagrams into one buffer and parses them a batch at a time.
+
+    Per message, Python only follows nlmsg_len (one integer read); types, sequence
+    numbers and flags are checked for a whole datagram with numpy, and the rows are
+    copied out of the buffer through a strided view that has a record at every word.
+    """
 
     def __init__(self, want_info: bool) -> None:
         self.want_info = want_info
         self.buffer = bytearray(_BATCH_BYTES)
         self.view = memoryview(self.buffer)
+        self.words = self.view.cast("I")  # netlink headers are in host byte order
+        words = len(self.buffer) // 4
+        self.headers = np.ndarray((words - 3,), dtype=_HDR_DTYPE, buffer=self.buffer, strides=(4,))
+        self.rows = np.ndarray(
+            ((len(self.buffer) - _ATTR_START) // 4 + 1,),
+            dtype=SOCKET_DTYPE,
+            buffer=self.buffer,
+            offset=_MSG_START,
+            strides=(4,),
+        )
         self.used = 0
-        self.offsets: list[int] = []  # scalar-walked messages not yet in a piece
-        # In arrival order: (start, stride, count) for a run of equal messages, or
-        # (-1, 0, n) for the next n entries of `scalar_starts`.
-        self.pieces: list[tuple[int, int, int]] = []
-        self.scalar_starts: list[int] = []
+        self.starts: list[int] = []  # word index of each accepted message in the batch
         self.info_spans: list[tuple[int, int]] = []
         self.sockets: list[np.ndarray] = []
         self.info: list[np.ndarray] = []
@@ -179,125 +187,89 @@ class _BatchReader:
             raise KernelInterfaceError("a sock_diag datagram was larger than the buffer")
         if size == 0:
             raise KernelInterfaceError("sock_diag dump ended without NLMSG_DONE")
-        self._walk(self.used, self.used + size, seq)
-        self.used += size
+        self._take(size, seq)
 
     def feed(self, data: bytes, seq: int) -> None:
         """Take bytes that arrived some other way (tests); same checks as receive()."""
         if len(self.buffer) - self.used < max(len(data), _MAX_DATAGRAM):
             self._flush()
         self.buffer[self.used : self.used + len(data)] = data
-        self._walk(self.used, self.used + len(data), seq)
-        self.used += len(data)
+        self._take(len(data), seq)
+
+    def _take(self, size: int, seq: int) -> None:
+        self._walk(self.used, self.used + size, seq)
+        # Keep every datagram word-aligned so the word views stay valid.
+        self.used = (self.used + size + 3) & ~3
 
     def _walk(self, start: int, end: int, seq: int) -> None:
-        buf = self.buffer
+        words = self.words
+        found: list[int] = []
         offset = start
         while offset < end:
-            if end - offset < abi.NLMSG_HDRLEN:
-                raise KernelInterfaceError("truncated netlink message header in sock_diag dump")
-            length, kind, flags, msg_seq, _ = _HDR.unpack_from(buf, offset)
+            length = words[offset >> 2] if end - offset >= abi.NLMSG_HDRLEN else 0
             if length < abi.NLMSG_HDRLEN or offset + length > end:
-                raise KernelInterfaceError(f"bad netlink message length {length} in dump")
-            step = (length + 3) & ~3
-            if msg_seq != seq:
-                offset += step  # a stale reply from an abandoned attempt
-                continue
-            if flags & abi.NLM_F_DUMP_INTR:
-                self.interrupted = True
-            if kind == abi.SOCK_DIAG_BY_FAMILY:
-                offset = self._accept_run(offset, end, step, length, flags, seq)
-            elif kind == abi.NLMSG_DONE:
-                self.done = True
-                return
-            elif kind == abi.NLMSG_ERROR:
-                self._error(offset, length)
-                return
-            else:
-                offset += step
+                raise KernelInterfaceError(f"bad netlink message at byte {offset} of the dump")
+            found.append(offset >> 2)
+            offset += (length + 3) & ~3
+        if found:
+            self._classify(found, seq)
 
-    def _accept_run(
-        self, offset: int, end: int, step: int, length: int, flags: int, seq: int
-    ) -> int:
-        """Accept the message at `offset` and every following one of the same shape.
-
-        A dump datagram is mostly a run of equally long messages (all TIME_WAITs, or all
-        full sockets), so a strided numpy view checks a whole run at once; the scalar
-        walk resumes at the first message that differs.
-        """
-        count = (end - offset) // step
-        if count < _MIN_RUN or self.want_info or step % 4:
-            self._accept(offset, length)
-            return offset + step
-        header = np.ndarray(
-            (count,), dtype=_HDR_DTYPE, buffer=self.buffer, offset=offset, strides=(step,)
-        )
-        same = (
-            (header["len"] == length)
-            & (header["type"] == abi.SOCK_DIAG_BY_FAMILY)
-            & (header["flags"] == flags)
-            & (header["seq"] == seq)
-        )
-        run = int(count if same.all() else np.argmin(same))
-        if length < _ATTR_START:
-            raise KernelInterfaceError(f"short inet_diag message ({length} bytes)")
-        self._close_scalars()
-        self.pieces.append((offset, step, run))
-        return offset + step * run
-
-    def _accept(self, offset: int, length: int) -> None:
-        if length < _ATTR_START:
-            raise KernelInterfaceError(f"short inet_diag message ({length} bytes)")
-        self.offsets.append(offset)
+    def _classify(self, found: list[int], seq: int) -> None:
+        index = np.asarray(found, dtype=np.intp)
+        headers = self.headers[index]
+        fresh = headers["seq"] == seq  # others are stale replies from an abandoned attempt
+        if (headers["flags"][fresh] & abi.NLM_F_DUMP_INTR).any():
+            self.interrupted = True
+        data = fresh & (headers["type"] == abi.SOCK_DIAG_BY_FAMILY)
+        if not data.all():
+            data = self._control(index, headers, fresh, data)
+        if (headers["len"][data] < _ATTR_START).any():
+            raise KernelInterfaceError("short inet_diag message in dump")
+        accepted = index[data].tolist()
+        self.starts.extend(accepted)
         if self.want_info:
-            self.info_spans.append(_find_attr(self.buffer, offset, length, abi.INET_DIAG_INFO))
+            for word in accepted:
+                length = int(self.words[word])
+                self.info_spans.append(
+                    _find_attr(self.buffer, word * 4, length, abi.INET_DIAG_INFO)
+                )
 
-    def _error(self, offset: int, length: int) -> None:
+    def _control(
+        self, index: np.ndarray, headers: np.ndarray, fresh: np.ndarray, data: np.ndarray
+    ) -> np.ndarray:
+        """Act on DONE / ERROR; data messages after them are not part of this dump."""
+        for position in np.flatnonzero(fresh & ~data).tolist():
+            kind = int(headers["type"][position])
+            if kind == abi.NLMSG_DONE:
+                self.done = True
+            elif kind == abi.NLMSG_ERROR:
+                self._error(int(index[position]), int(headers["len"][position]))
+            else:
+                continue  # NLMSG_NOOP and friends carry nothing
+            keep = data.copy()
+            keep[position:] = False
+            return keep
+        return data
+
+    def _error(self, word: int, length: int) -> None:
         if length < abi.NLMSG_HDRLEN + 4:
             raise KernelInterfaceError("truncated netlink error message")
-        code = -_ERRNO.unpack_from(self.buffer, offset + abi.NLMSG_HDRLEN)[0]
+        code = -_ERRNO.unpack_from(self.buffer, word * 4 + abi.NLMSG_HDRLEN)[0]
         if code in (0, errno.ENOENT, errno.EAFNOSUPPORT, errno.EOPNOTSUPP):
             # 0 is an ACK; ENOENT / EAFNOSUPPORT mean the family is not there (no IPv6).
             self.done = True
             return
         raise _translate(OSError(code, errno.errorcode.get(code, "error")))
 
-    def _close_scalars(self) -> None:
-        if self.offsets:
-            self.pieces.append((-1, 0, len(self.offsets)))
-            self.scalar_starts.extend(self.offsets)
-            self.offsets.clear()
-
     def _flush(self) -> None:
-        self._close_scalars()
-        if self.pieces:
-            raw = np.frombuffer(self.buffer, dtype=np.uint8, count=self.used)
-            self.sockets.append(self._rows(raw))
+        if self.starts:
+            self.sockets.append(self.rows[np.asarray(self.starts, dtype=np.intp)])
             if self.want_info:
+                raw = np.frombuffer(self.buffer, dtype=np.uint8, count=self.used)
                 self.info.append(_gather_info(raw, self.info_spans))
-        self.pieces.clear()
-        self.scalar_starts.clear()
+        self.starts.clear()
         self.info_spans.clear()
         self.used = 0
-
-    def _rows(self, raw: np.ndarray) -> np.ndarray:
-        out = np.empty(sum(count for _, _, count in self.pieces), dtype=SOCKET_DTYPE)
-        scalars = np.asarray(self.scalar_starts, dtype=np.intp) + _MSG_START
-        at = taken = 0
-        for start, step, count in self.pieces:
-            if start < 0:
-                out[at : at + count] = _gather_rows(raw, scalars[taken : taken + count])
-                taken += count
-            else:
-                out[at : at + count] = np.ndarray(
-                    (count,),
-                    dtype=SOCKET_DTYPE,
-                    buffer=self.buffer,
-                    offset=start + _MSG_START,
-                    strides=(step,),
-                )
-            at += count
-        return out
 
     def result(self) -> DumpResult:
         self._flush()
@@ -320,11 +292,6 @@ def _find_attr(buf: bytearray, offset: int, length: int, wanted: int) -> tuple[i
             return pos + abi.NLA_HDRLEN, attr_len - abi.NLA_HDRLEN
         pos += (attr_len + 3) & ~3
     return 0, 0
-
-
-def _gather_rows(raw: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    rows = raw[starts[:, None] + _ROW_INDEX]
-    return rows.view(SOCKET_DTYPE).reshape(len(starts))
 
 
 def _gather_info(raw: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:

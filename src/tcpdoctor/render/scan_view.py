@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections import Counter
 from typing import TYPE_CHECKING, Any, TextIO
@@ -103,10 +102,9 @@ def write_json(
     # Stream the (possibly huge) socket list after the small head, one object per line.
     out.write(text[:-2] + ',\n  "sockets": [\n')
     owners = owner_scan.owners if owner_scan is not None else None
-    lines = socket_text.json_lines(snap, owners)
     separator = ",\n    "
     first = True
-    while chunk := list(itertools.islice(lines, _CHUNK_ROWS)):
+    for chunk in socket_text.json_chunks(snap, owners, _CHUNK_ROWS):
         out.write(("    " if first else separator) + separator.join(chunk))
         first = False
     out.write("\n  ]\n}\n")

@@ -6,6 +6,7 @@ string templates; rich is kept for the short summary tables.
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 from collections.abc import Iterator, Mapping
@@ -78,11 +79,12 @@ def _lookup(table: Mapping[int, str], column: np.ndarray) -> list[str]:
     return list(names[column])
 
 
-def json_lines(
+def json_chunks(
     snapshot: Snapshot,
     owners: Mapping[int, tuple[Owner, ...]] | None = None,
-) -> Iterator[str]:
-    """One compact JSON object per socket (keys documented in docs/json.md)."""
+    chunk: int = 8192,
+) -> Iterator[list[str]]:
+    """Compact JSON objects, one per socket, in lists of `chunk` (docs/json.md)."""
     s = snapshot.sockets
     columns = zip(
         _lookup(STATE_LABELS, s["state"]),
@@ -100,13 +102,23 @@ def json_lines(
         s["inode"].tolist(),
         strict=True,
     )
-    extras = owners is not None or snapshot.info is not None
-    if not extras:
-        for values in columns:
-            yield _JSON_ROW % values + "}"
+    if owners is None and snapshot.info is None:
+        template = _JSON_ROW + "}"
+        while part := list(itertools.islice(columns, chunk)):
+            yield [template % values for values in part]
         return
+    lines = _with_extras(columns, snapshot, owners)
+    while texts := list(itertools.islice(lines, chunk)):
+        yield texts
+
+
+def _with_extras(
+    columns: Iterator[tuple[object, ...]],
+    snapshot: Snapshot,
+    owners: Mapping[int, tuple[Owner, ...]] | None,
+) -> Iterator[str]:
     info_rows = _info_dicts(snapshot.info) if snapshot.info is not None else None
-    inodes = s["inode"].tolist()
+    inodes = snapshot.sockets["inode"].tolist()
     for index, values in enumerate(columns):
         text = _JSON_ROW % values
         if owners is not None:
