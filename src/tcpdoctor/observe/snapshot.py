@@ -17,8 +17,10 @@ from tcpdoctor.kernel.states import TcpState, timer_label
 from tcpdoctor.observe import _netlink, _procfs
 from tcpdoctor.observe import netns as netns_mod
 from tcpdoctor.observe.addresses import format_column
+from tcpdoctor.observe.counters import CounterSnapshot, read_counters
 from tcpdoctor.observe.filters import SocketFilter
 from tcpdoctor.observe.netns import NetnsId, NetnsTarget
+from tcpdoctor.observe.sysctls import SysctlValues, read_sysctls
 
 DEFAULT_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
@@ -70,6 +72,8 @@ class Snapshot:
     sockets: np.ndarray  # SOCKET_DTYPE rows (observe/_records.py)
     meta: SnapshotMeta
     info: np.ndarray | None = None  # INFO_DTYPE rows aligned with sockets, when asked
+    sysctls: SysctlValues | None = None  # the namespace's lifecycle knobs, when asked
+    counters: CounterSnapshot | None = None  # netstat/snmp/sockstat, when asked
 
     def __len__(self) -> int:
         return len(self.sockets)
@@ -124,8 +128,12 @@ def take(
     families: tuple[int, ...] = DEFAULT_FAMILIES,
     info: bool = False,
     source: Source = Source.AUTO,
+    kernel_state: bool = False,
 ) -> Snapshot:
-    """Read every TCP socket of `target` (default: our own namespace)."""
+    """Read every TCP socket of `target` (default: our own namespace).
+
+    kernel_state adds the namespace's sysctls and counters, read from inside it.
+    """
     chosen = socket_filter or SocketFilter()
     netns_id = netns_mod.identify(target)
 
@@ -143,7 +151,15 @@ def take(
             interrupted=interrupted,
             privileged=os.geteuid() == 0,
         )
-        return Snapshot(rows, meta, info_rows)
+        if not kernel_state:
+            return Snapshot(rows, meta, info_rows)
+        return Snapshot(
+            rows,
+            meta,
+            info_rows,
+            sysctls=read_sysctls(proc_sys=netns_mod.PROC_SYS),
+            counters=read_counters(proc_net=netns_mod.PROC_NET),
+        )
 
     snapshot = netns_mod.run_in(target, work)
     if chosen.needs_rows:
