@@ -9,8 +9,9 @@ DEB_PACKAGES := iproute2 nftables procps
 
 .PHONY: run test lint typecheck unit kernel-tests e2e bench deps venv clean
 
-run: venv
-	$(BIN)/tcpdoctor doctor
+# The main job. Until `tcpdoctor doctor` lands (issue 3) it is the scan summary.
+run: deps venv
+	$(BIN)/tcpdoctor scan --summary
 
 test: deps venv lint typecheck
 	bash scripts/pytest-all.sh

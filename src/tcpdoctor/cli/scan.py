@@ -37,7 +37,13 @@ from tcpdoctor.render import scan_view
 @click.option("--summary", is_flag=True, help="Counts by state, top endpoints, port use.")
 @click.option("--processes", "-p", is_flag=True, help="Name the processes owning sockets.")
 @click.option("--info", "-i", is_flag=True, help="Add tcp_info (rtt, rto, retransmits, ...).")
-@click.option("--top", default=10, show_default=True, type=click.IntRange(1, 10_000))
+@click.option(
+    "--top",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Rows in each top list of the summary.",
+)
 @click.option(
     "--source",
     type=click.Choice([s.value for s in Source]),
