@@ -1,4 +1,4 @@
-"""Aggregates over a Snapshot: counts by state, busiest remote endpoints, port use.
+"""Aggregates over a Snapshot: counts by state, busiest peers, ephemeral-port use.
 
 Everything is grouped with numpy on the raw columns; strings are made only for the few
 groups that are reported.
@@ -6,6 +6,7 @@ groups that are reported.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,10 +19,24 @@ from tcpdoctor.observe.snapshot import Snapshot
 _CONNECTED = np.array(sorted(int(s) for s in CONNECTED_STATES), dtype=np.uint8)
 
 
+class Direction(enum.Enum):
+    """Who opened the connections of a peer group, judged by the local port."""
+
+    OUTBOUND = "out"  # we connect()ed to the peer's service port
+    INBOUND = "in"  # the peer connected to one of our listening ports
+
+    @property
+    def label(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True, slots=True)
-class EndpointCount:
-    remote_address: str
-    remote_port: int
+class PeerCount:
+    """Connections with one peer address on one service port, in one direction."""
+
+    peer_address: str
+    service_port: int  # the listening side's port: the peer's (out) or ours (in)
+    direction: Direction
     total: int
     by_state: dict[TcpState, int]
 
@@ -46,7 +61,7 @@ class PortUse:
 class Summary:
     total: int
     by_state: dict[TcpState, int]
-    top_remote: tuple[EndpointCount, ...]
+    top_peers: tuple[PeerCount, ...]
     port_use: tuple[PortUse, ...]
     port_range: tuple[int, int]
 
@@ -63,41 +78,59 @@ def summarize(
     return Summary(
         total=len(snapshot),
         by_state=snapshot.count_by_state(),
-        top_remote=top_remote(snapshot, top),
+        top_peers=top_peers(snapshot, top),
         port_use=port_use(snapshot, port_range, usable, top),
         port_range=port_range,
     )
 
 
-def _group(sockets: np.ndarray, fields: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """(index of one row per group, group id of every row) for rows keyed on `fields`."""
-    # Copy the key columns into a packed record: a multi-field view would still span
-    # the other columns' bytes, and those must not take part in the comparison.
-    packed = np.empty(len(sockets), dtype=[(f, sockets.dtype[f]) for f in fields])
-    for field in fields:
-        packed[field] = sockets[field]
+def _group(columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(index of one row per group, group id of every row) for rows keyed on `columns`."""
+    # The key columns are copied into one packed record so that np.unique compares
+    # exactly those bytes and nothing else.
+    rows = len(next(iter(columns.values())))
+    packed = np.empty(
+        rows, dtype=[(name, col.dtype, col.shape[1:]) for name, col in columns.items()]
+    )
+    for name, column in columns.items():
+        packed[name] = column
     keys = packed.view(np.dtype((np.void, packed.dtype.itemsize))).reshape(-1)
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     return first, inverse.reshape(-1)
 
 
-def top_remote(snapshot: Snapshot, top: int) -> tuple[EndpointCount, ...]:
-    sockets = snapshot.sockets[np.isin(snapshot.states, _CONNECTED)]
+def _by_state(states: np.ndarray) -> dict[TcpState, int]:
+    counts = np.bincount(states, minlength=len(TcpState) + 1)
+    return {TcpState(s): int(n) for s, n in enumerate(counts) if n}
+
+
+def top_peers(snapshot: Snapshot, top: int) -> tuple[PeerCount, ...]:
+    """Busiest peers. A socket whose local port is a listening port is inbound, and is
+    grouped on that port; anything else is outbound, grouped on the remote port, so the
+    thousands of ephemeral ports on the client side collapse into one row."""
+    connected = np.isin(snapshot.states, _CONNECTED)
+    sockets = snapshot.sockets[connected]
     if not len(sockets):
         return ()
-    first, group = _group(sockets, ("family", "dst", "dport"))
+    inbound = np.isin(sockets["sport"], listening_ports(snapshot))
+    service = np.where(inbound, sockets["sport"], sockets["dport"]).astype(np.uint16)
+    first, group = _group(
+        {"family": sockets["family"], "dst": sockets["dst"], "port": service, "in": inbound}
+    )
     totals = np.bincount(group)
     order = np.argsort(-totals, kind="stable")[:top]
-    heads = sockets[first[order]]
-    addresses = format_column(heads["family"], heads["dst"])
-    result = []
-    for rank, gid in enumerate(order.tolist()):
-        states = np.bincount(sockets["state"][group == gid], minlength=len(TcpState) + 1)
-        by_state = {TcpState(s): int(n) for s, n in enumerate(states) if n}
-        result.append(
-            EndpointCount(addresses[rank], int(heads["dport"][rank]), int(totals[gid]), by_state)
+    heads = first[order]
+    addresses = format_column(sockets["family"][heads], sockets["dst"][heads])
+    return tuple(
+        PeerCount(
+            peer_address=addresses[rank],
+            service_port=int(service[heads[rank]]),
+            direction=Direction.INBOUND if inbound[heads[rank]] else Direction.OUTBOUND,
+            total=int(totals[gid]),
+            by_state=_by_state(sockets["state"][group == gid]),
         )
-    return tuple(result)
+        for rank, gid in enumerate(order.tolist())
+    )
 
 
 def listening_ports(snapshot: Snapshot) -> np.ndarray:
@@ -121,7 +154,7 @@ def port_use(
     sockets = snapshot.sockets[client_mask(snapshot, port_range)]
     if not len(sockets):
         return ()
-    first, group = _group(sockets, ("family", "src", "dst", "dport"))
+    first, group = _group({f: sockets[f] for f in ("family", "src", "dst", "dport")})
     totals = np.bincount(group)
     waits = np.bincount(group, weights=sockets["state"] == TcpState.TIME_WAIT)
     order = np.argsort(-totals, kind="stable")[:top]

@@ -10,7 +10,7 @@ from tcpdoctor.kernel.states import REPORTED_STATES, TcpState
 from tcpdoctor.observe.filters import SocketFilter
 from tcpdoctor.observe.owners import OwnerScan
 from tcpdoctor.observe.snapshot import Snapshot
-from tcpdoctor.observe.summary import Summary
+from tcpdoctor.observe.summary import Direction, Summary
 from tcpdoctor.render import sockets as socket_text
 from tcpdoctor.render.json import to_jsonable
 
@@ -63,14 +63,15 @@ def summary_json(sums: Summary) -> dict[str, Any]:
     return {
         "total": sums.total,
         "by_state": by_state_json(sums.by_state),
-        "top_remote": [
+        "top_peers": [
             {
-                "remote_address": e.remote_address,
-                "remote_port": e.remote_port,
-                "total": e.total,
-                "by_state": {s.label: n for s, n in sorted(e.by_state.items())},
+                "peer_address": p.peer_address,
+                "service_port": p.service_port,
+                "direction": p.direction.label,
+                "total": p.total,
+                "by_state": {s.label: n for s, n in sorted(p.by_state.items())},
             }
-            for e in sums.top_remote
+            for p in sums.top_peers
         ],
         "port_use": {
             "port_range": list(sums.port_range),
@@ -128,23 +129,28 @@ def print_summary(snap: Snapshot, sums: Summary, owner_scan: OwnerScan | None) -
     for state, count in sorted(sums.by_state.items(), key=lambda kv: -kv[1]):
         states.add_row(state.label, str(count))
     console.print(states)
-    if sums.top_remote:
-        console.print(_remote_table(sums))
+    if sums.top_peers:
+        console.print(_peer_table(sums))
     if sums.port_use:
         console.print(_port_table(sums))
     if owner_scan is not None:
         console.print(_process_table(process_counts(snap, owner_scan)))
 
 
-def _remote_table(sums: Summary) -> Table:
+def _peer_table(sums: Summary) -> Table:
     from rich.table import Table
 
-    table = Table(title="Top remote endpoints", title_justify="left")
-    for name in ("Remote", "Total", "By state"):
+    table = Table(title="Top peers", title_justify="left")
+    for name in ("Peer", "Connections", "Total", "By state"):
         table.add_column(name, justify="right" if name == "Total" else "left")
-    for e in sums.top_remote:
-        states = ", ".join(f"{s.label} {n}" for s, n in sorted(e.by_state.items()))
-        table.add_row(f"{e.remote_address}:{e.remote_port}", str(e.total), states)
+    for p in sums.top_peers:
+        states = ", ".join(f"{s.label} {n}" for s, n in sorted(p.by_state.items()))
+        flow = (
+            f"to its port {p.service_port}"
+            if p.direction is Direction.OUTBOUND
+            else f"into our port {p.service_port}"
+        )
+        table.add_row(p.peer_address, flow, str(p.total), states)
     return table
 
 
