@@ -25,9 +25,10 @@ TIMER_LABELS = {int(code): code.label for code in TimerCode}
 _TEXT_HEADER = (
     "State", "Recv-Q", "Send-Q", "Local Address:Port", "Peer Address:Port", "Timer"
 )  # fmt: skip
+_ALIGN = "<>><<<<"  # per column: numbers right, text left
 
 
-def _endpoint(address: str, port: int, family: int) -> str:
+def _endpoint(address: str, port: int | str, family: int) -> str:
     return f"[{address}]:{port}" if family == socket.AF_INET6 else f"{address}:{port}"
 
 
@@ -46,24 +47,23 @@ def write_text(
     snapshot: Snapshot,
     owners: Mapping[int, tuple[Owner, ...]] | None = None,
 ) -> None:
-    rows = list(snapshot.rows())
-    local = [_endpoint(r.local_address, r.local_port, r.family) for r in rows]
-    remote = [_endpoint(r.remote_address, r.remote_port, r.family) for r in rows]
-    lw = max([len(_TEXT_HEADER[3]), *map(len, local)])
-    rw = max([len(_TEXT_HEADER[4]), *map(len, remote)])
-    header = list(_TEXT_HEADER) + (["Process"] if owners is not None else [])
-    out.write(_line(header, lw, rw))
-    for row, loc, rem in zip(rows, local, remote, strict=True):
-        cells = [row.state.label, str(row.rqueue), str(row.wqueue), loc, rem, _timer_text(row)]
+    table = [list(_TEXT_HEADER) + (["Process"] if owners is not None else [])]
+    for row in snapshot.rows():
+        cells = [
+            row.state.label,
+            str(row.rqueue),
+            str(row.wqueue),
+            _endpoint(row.local_address, row.local_port, row.family),
+            _endpoint(row.remote_address, row.remote_port or "*", row.family),
+            _timer_text(row),
+        ]
         if owners is not None:
             cells.append(_owner_text(owners.get(row.inode, ())))
-        out.write(_line(cells, lw, rw))
-
-
-def _line(cells: list[str], lw: int, rw: int) -> str:
-    state, rq, wq, loc, rem, *rest = cells
-    tail = " ".join(rest).rstrip()
-    return f"{state:<11} {rq:>6} {wq:>6} {loc:<{lw}} {rem:<{rw}} {tail}".rstrip() + "\n"
+        table.append(cells)
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    for cells in table:
+        text = " ".join(f"{cell:{_ALIGN[i]}{widths[i]}}" for i, cell in enumerate(cells))
+        out.write(text.rstrip() + "\n")
 
 
 _JSON_ROW = (
