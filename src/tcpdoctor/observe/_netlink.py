@@ -95,7 +95,8 @@ def _dump_family_retrying(
         except OSError as err:
             if err.errno != errno.ENOBUFS:
                 raise _translate(err) from err
-            # The socket lost messages; a fresh one with a larger buffer starts over.
+            # The socket dropped part of the dump: empty it, enlarge it, ask again. Late
+            # replies to the abandoned request are skipped by their sequence number.
             _drain(sock)
             _grow_rcvbuf(sock)
             continue
