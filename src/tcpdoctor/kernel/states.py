@@ -62,11 +62,14 @@ REPORTED_STATES: tuple[TcpState, ...] = tuple(s for s in TcpState if 1 <= s <= 1
 
 # Sockets whose 4-tuple holds a local port for connect() purposes (everything but LISTEN,
 # CLOSE). Used when counting ephemeral port use.
-CONNECTED_STATES: frozenset[TcpState] = frozenset(
+CONNECTED_STATES: frozenset[TcpState] = frozenset(REPORTED_STATES) - {
+    TcpState.LISTEN,
+    TcpState.CLOSE,
+}
+
+# States on the way down after one side called close() or shutdown().
+CLOSING_STATES: frozenset[TcpState] = frozenset(
     {
-        TcpState.ESTABLISHED,
-        TcpState.SYN_SENT,
-        TcpState.SYN_RECV,
         TcpState.FIN_WAIT1,
         TcpState.FIN_WAIT2,
         TcpState.TIME_WAIT,

@@ -13,7 +13,8 @@ import errno
 import itertools
 import socket
 import struct
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,10 +63,10 @@ def dump_tcp(
         parts = [_dump_family_retrying(sock, fam, states_mask, want_info) for fam in families]
     finally:
         sock.close()
-    sockets = np.concatenate([p.sockets for p in parts]) if parts else empty_sockets()
+    sockets = _join([p.sockets for p in parts], SOCKET_DTYPE)
     info = None
     if want_info:
-        info = np.concatenate([p.info for p in parts if p.info is not None]) if parts else None
+        info = _join([p.info for p in parts if p.info is not None], INFO_DTYPE)
     return DumpResult(sockets, info, any(p.interrupted for p in parts))
 
 
@@ -122,14 +123,31 @@ def parse_dump(data: bytes, seq: int, *, want_info: bool = False) -> DumpResult:
     fuzzing. Malformed input raises KernelInterfaceError, never anything else.
     """
     reader = _BatchReader(want_info)
-    view = memoryview(data)
-    while view and not reader.done:
-        chunk = view[: _MAX_DATAGRAM // 2]
-        reader.feed(bytes(chunk), seq)
-        view = view[len(chunk) :]
+    for chunk in _datagrams(data, _MAX_DATAGRAM // 2):
+        if reader.done:
+            break
+        reader.feed(chunk, seq)
     if not reader.done:
         raise KernelInterfaceError("sock_diag dump ended without NLMSG_DONE")
     return reader.result()
+
+
+def _datagrams(data: bytes, limit: int) -> Iterator[bytes]:
+    """Cut a reply into pieces of whole messages, at most `limit` bytes where possible,
+    as the kernel cuts a dump into datagrams. A bad length ends the cutting; the rest
+    goes out as one piece for the reader to reject."""
+    start = offset = 0
+    while offset + 4 <= len(data):
+        length = int.from_bytes(data[offset : offset + 4], sys.byteorder)
+        step = (length + 3) & ~3
+        if length < abi.NLMSG_HDRLEN or offset + step > len(data) + 3:
+            break
+        if offset + step - start > limit and offset > start:
+            yield data[start:offset]
+            start = offset
+        offset += step
+    if start < len(data):
+        yield data[start:]
 
 
 def _request(family: int, states_mask: int, ext: int, seq: int) -> bytes:
@@ -274,11 +292,19 @@ class _BatchReader:
 
     def result(self) -> DumpResult:
         self._flush()
-        sockets = np.concatenate(self.sockets) if self.sockets else empty_sockets()
+        sockets = _join(self.sockets, SOCKET_DTYPE)
         info = None
         if self.want_info:
-            info = np.concatenate(self.info) if self.info else empty_info(0)
+            info = _join(self.info, INFO_DTYPE)
         return DumpResult(sockets, info, self.interrupted)
+
+
+def _join(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
+    """Concatenate keeping the declared dtype (numpy would drop the big-endian fields'
+    byte order, and the records are documented as SOCKET_DTYPE / INFO_DTYPE)."""
+    if not parts:
+        return np.zeros(0, dtype=dtype)
+    return np.concatenate(parts, dtype=dtype)
 
 
 def _find_attr(buf: bytearray, offset: int, length: int, wanted: int) -> tuple[int, int]:

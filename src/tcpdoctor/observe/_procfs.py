@@ -30,7 +30,7 @@ def read_tcp(proc_net: str, families: tuple[int, ...], states_mask: int) -> np.n
         name = "tcp" if family == socket.AF_INET else "tcp6"
         text = _read(os.path.join(proc_net, name), missing_ok=family == socket.AF_INET6)
         parts.append(parse_tcp_table(text, family))
-    rows = np.concatenate(parts) if parts else np.zeros(0, SOCKET_DTYPE)
+    rows = np.concatenate(parts, dtype=SOCKET_DTYPE) if parts else np.zeros(0, SOCKET_DTYPE)
     keep = ((np.uint32(1) << rows["state"].astype(np.uint32)) & np.uint32(states_mask)) != 0
     return np.asarray(rows[keep])
 

@@ -9,23 +9,21 @@ import numpy as np
 
 from tcpdoctor.errors import InputError
 from tcpdoctor.kernel.constants import MAX_PORT
-from tcpdoctor.kernel.states import ALL_STATES_MASK, REPORTED_STATES, TcpState, state_mask
+from tcpdoctor.kernel.states import (
+    ALL_STATES_MASK,
+    CLOSING_STATES,
+    CONNECTED_STATES,
+    REPORTED_STATES,
+    TcpState,
+    state_mask,
+)
 from tcpdoctor.observe.addresses import IPNetwork, match_network
 
 # Named groups a user can pass to --state, besides single kernel state names.
 STATE_GROUPS: dict[str, frozenset[TcpState]] = {
     "all": frozenset(REPORTED_STATES),
-    "connected": frozenset(REPORTED_STATES) - {TcpState.LISTEN, TcpState.CLOSE},
-    "closing": frozenset(
-        {
-            TcpState.FIN_WAIT1,
-            TcpState.FIN_WAIT2,
-            TcpState.TIME_WAIT,
-            TcpState.CLOSE_WAIT,
-            TcpState.LAST_ACK,
-            TcpState.CLOSING,
-        }
-    ),
+    "connected": CONNECTED_STATES,
+    "closing": CLOSING_STATES,
 }
 
 
@@ -53,6 +51,8 @@ class PortRange:
 def parse_states(texts: list[str] | tuple[str, ...]) -> frozenset[TcpState] | None:
     """--state values (comma lists allowed, groups like 'connected'); None when not given."""
     chosen: set[TcpState] = set()
+    if texts and not any(p.strip() for text in texts for p in text.split(",")):
+        raise InputError("--state needs at least one state name")
     for text in texts:
         for part in filter(None, (p.strip() for p in text.split(","))):
             group = STATE_GROUPS.get(part.lower())

@@ -85,9 +85,16 @@ def _check_nsfs(path: str, missing: str) -> None:
     except FileNotFoundError:
         raise NamespaceError(missing) from None
     except PermissionError:
-        raise PermissionDenied(f"not allowed to inspect {path} (try as root)") from None
+        raise PermissionDenied(f"not allowed to inspect {path}{_privilege_hint()}") from None
     except OSError as err:
         raise NamespaceError(f"cannot use {path}: {err.strerror}") from None
+
+
+def _privilege_hint() -> str:
+    if os.geteuid() != 0:
+        return " (try as root)"
+    # Root can still be refused: ptrace access checks, or a sandbox hiding pid 1.
+    return " (refused even to root: a ptrace access check or a sandbox hides it)"
 
 
 def identify(target: NetnsTarget | None) -> NetnsId:
@@ -147,7 +154,7 @@ def _enter(target: NetnsTarget) -> None:
     try:
         fd = os.open(target.path, os.O_RDONLY | os.O_CLOEXEC)
     except PermissionError:
-        raise PermissionDenied(f"not allowed to open {target.path} (try as root)") from None
+        raise PermissionDenied(f"not allowed to open {target.path}{_privilege_hint()}") from None
     except OSError as err:
         raise NamespaceError(f"cannot open namespace {target.label}: {err.strerror}") from None
     try:
@@ -155,7 +162,8 @@ def _enter(target: NetnsTarget) -> None:
             code = ctypes.get_errno()
             if code in (errno.EPERM, errno.EACCES):
                 raise PermissionDenied(
-                    f"entering network namespace {target.label} needs CAP_SYS_ADMIN (run as root)"
+                    f"entering network namespace {target.label} needs CAP_SYS_ADMIN"
+                    f"{_privilege_hint()}"
                 )
             if code == errno.EINVAL:
                 raise NamespaceError(f"{target.path} is not a network namespace")
