@@ -8,19 +8,21 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from tcpdoctor.errors import KernelInterfaceError
 from tcpdoctor.kernel.states import TcpState, timer_label
-from tcpdoctor.observe import _netlink, _procfs
+from tcpdoctor.observe import _netlink
 from tcpdoctor.observe import netns as netns_mod
 from tcpdoctor.observe.addresses import format_column
-from tcpdoctor.observe.counters import CounterSnapshot, read_counters
 from tcpdoctor.observe.filters import SocketFilter
 from tcpdoctor.observe.netns import NetnsId, NetnsTarget
-from tcpdoctor.observe.sysctls import SysctlValues, read_sysctls
+
+if TYPE_CHECKING:
+    from tcpdoctor.observe.counters import CounterSnapshot
+    from tcpdoctor.observe.sysctls import SysctlValues
 
 DEFAULT_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
@@ -153,6 +155,11 @@ def take(
         )
         if not kernel_state:
             return Snapshot(rows, meta, info_rows)
+        # The catalogues are imported only when asked for: they cost start-up time that
+        # a plain `scan` should not pay.
+        from tcpdoctor.observe.counters import read_counters
+        from tcpdoctor.observe.sysctls import read_sysctls
+
         return Snapshot(
             rows,
             meta,
@@ -177,5 +184,7 @@ def _read(
         except KernelInterfaceError:
             if source is Source.NETLINK:
                 raise
+    from tcpdoctor.observe import _procfs  # the fallback: loaded only when used
+
     rows = _procfs.read_tcp(netns_mod.PROC_NET, families, states_mask)
     return rows, None, Source.PROC, False

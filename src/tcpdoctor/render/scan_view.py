@@ -18,9 +18,6 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 
-_CHUNK_ROWS = 8192  # socket lines joined per write() call
-
-
 def write_table(out: TextIO, snap: Snapshot, owner_scan: OwnerScan | None) -> None:
     owners = owner_scan.owners if owner_scan is not None else None
     socket_text.write_text(out, snap, owners)
@@ -104,10 +101,8 @@ def write_json(
     out.write(text[:-2] + ',\n  "sockets": [\n')
     owners = owner_scan.owners if owner_scan is not None else None
     separator = ",\n    "
-    first = True
-    for chunk in socket_text.json_chunks(snap, owners, _CHUNK_ROWS):
-        out.write(("    " if first else separator) + separator.join(chunk))
-        first = False
+    for index, chunk in enumerate(socket_text.json_chunks(snap, owners, separator=separator)):
+        out.write(("    " if index == 0 else separator) + chunk)
     out.write("\n  ]\n}\n")
 
 

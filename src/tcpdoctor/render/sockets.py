@@ -6,10 +6,10 @@ string templates; rich is kept for the short summary tables.
 
 from __future__ import annotations
 
-import itertools
 import json
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from itertools import repeat
 from typing import TextIO
 
 import numpy as np
@@ -66,66 +66,74 @@ def write_text(
         out.write(text.rstrip() + "\n")
 
 
-_JSON_ROW = (
-    '{"state":"%s","family":"%s","local_address":"%s","local_port":%d,'
-    '"remote_address":"%s","remote_port":%d,"timer":"%s","expires_ms":%d,"retrans":%d,'
-    '"rqueue":%d,"wqueue":%d,"uid":%d,"inode":%d'
-)
-
-
 def _lookup(table: Mapping[int, str], column: np.ndarray) -> list[str]:
     """Map a small-integer column to text through a 256-entry table (no per-row enum calls)."""
     names = np.array([table.get(i, str(i)) for i in range(256)], dtype=object)
     return list(names[column])
 
 
+def _numbers(column: np.ndarray) -> list[str]:
+    return list(map(str, column.tolist()))
+
+
+def _json_columns(
+    sockets: np.ndarray,
+    info: np.ndarray | None,
+    owners: Mapping[int, tuple[Owner, ...]] | None,
+) -> list[Iterable[str]]:
+    """Every piece of every row's JSON text, as columns: fixed text repeats, values are
+    lists. zip() and str.join then build the rows without running Python code per row."""
+    s = sockets
+    columns: list[Iterable[str]] = [
+        repeat('{"state":"'),
+        _lookup(STATE_LABELS, s["state"]),
+        repeat('","family":"'),
+        _lookup(FAMILY_NAMES, s["family"]),
+        repeat('","local_address":"'),
+        format_column(s["family"], s["src"]).tolist(),
+        repeat('","local_port":'),
+        _numbers(s["sport"]),
+        repeat(',"remote_address":"'),
+        format_column(s["family"], s["dst"]).tolist(),
+        repeat('","remote_port":'),
+        _numbers(s["dport"]),
+        repeat(',"timer":"'),
+        _lookup(TIMER_LABELS, s["timer"]),
+        repeat('","expires_ms":'),
+        _numbers(s["expires_ms"]),
+        repeat(',"retrans":'),
+        _numbers(s["retrans"]),
+        repeat(',"rqueue":'),
+        _numbers(s["rqueue"]),
+        repeat(',"wqueue":'),
+        _numbers(s["wqueue"]),
+        repeat(',"uid":'),
+        _numbers(s["uid"]),
+        repeat(',"inode":'),
+        _numbers(s["inode"]),
+    ]
+    if owners is not None:
+        columns.append([_owner_json(owners.get(i, ())) for i in s["inode"].tolist()])
+    if info is not None:
+        columns += [repeat(',"info":'), _info_dicts(info)]
+    columns.append(repeat("}"))
+    return columns
+
+
 def json_chunks(
     snapshot: Snapshot,
     owners: Mapping[int, tuple[Owner, ...]] | None = None,
-    chunk: int = 8192,
-) -> Iterator[list[str]]:
-    """Compact JSON objects, one per socket, in lists of `chunk` (docs/json.md)."""
-    s = snapshot.sockets
-    columns = zip(
-        _lookup(STATE_LABELS, s["state"]),
-        _lookup(FAMILY_NAMES, s["family"]),
-        format_column(s["family"], s["src"]).tolist(),
-        s["sport"].tolist(),
-        format_column(s["family"], s["dst"]).tolist(),
-        s["dport"].tolist(),
-        _lookup(TIMER_LABELS, s["timer"]),
-        s["expires_ms"].tolist(),
-        s["retrans"].tolist(),
-        s["rqueue"].tolist(),
-        s["wqueue"].tolist(),
-        s["uid"].tolist(),
-        s["inode"].tolist(),
-        strict=True,
-    )
-    if owners is None and snapshot.info is None:
-        template = _JSON_ROW + "}"
-        while part := list(itertools.islice(columns, chunk)):
-            yield [template % values for values in part]
-        return
-    lines = _with_extras(columns, snapshot, owners)
-    while texts := list(itertools.islice(lines, chunk)):
-        yield texts
-
-
-def _with_extras(
-    columns: Iterator[tuple[object, ...]],
-    snapshot: Snapshot,
-    owners: Mapping[int, tuple[Owner, ...]] | None,
+    chunk: int = 65536,
+    separator: str = ",\n",
 ) -> Iterator[str]:
-    info_rows = _info_dicts(snapshot.info) if snapshot.info is not None else None
-    inodes = snapshot.sockets["inode"].tolist()
-    for index, values in enumerate(columns):
-        text = _JSON_ROW % values
-        if owners is not None:
-            text += _owner_json(owners.get(inodes[index], ()))
-        if info_rows is not None:
-            text += f',"info":{info_rows[index]}'
-        yield text + "}"
+    """Compact JSON objects, one per socket (docs/json.md), joined by `separator` into
+    one string per `chunk` sockets; memory stays bounded by the chunk, not the total."""
+    for start in range(0, len(snapshot.sockets), chunk):
+        stop = start + chunk
+        info = snapshot.info[start:stop] if snapshot.info is not None else None
+        columns = _json_columns(snapshot.sockets[start:stop], info, owners)
+        # strict=False: the repeat() columns are endless; the value lists set the length.
+        yield separator.join(map("".join, zip(*columns, strict=False)))
 
 
 def _owner_json(owners: tuple[Owner, ...]) -> str:
