@@ -16,6 +16,7 @@ import pytest
 from tcpdoctor.errors import KernelInterfaceError, PermissionDenied
 from tcpdoctor.kernel import abi
 from tcpdoctor.observe import _netlink
+from tcpdoctor.observe._records import SOCKET_DTYPE
 
 _HDR = struct.Struct("<IHHII")
 
@@ -94,7 +95,15 @@ def _with_seq(datagrams: list[bytes], seq: int) -> list[bytes]:
 
 
 def _run(sock: ScriptedSocket) -> _netlink.DumpResult:
-    return _netlink._dump_family_retrying(sock, socket.AF_INET, 0xFFE, False)  # type: ignore[arg-type]
+    rows = _netlink._RowSink(SOCKET_DTYPE, 0)
+    interrupted = _netlink._dump_family_retrying(
+        sock,  # type: ignore[arg-type]
+        socket.AF_INET,
+        0xFFE,
+        rows,
+        None,
+    )
+    return _netlink.DumpResult(rows.result(), None, interrupted)
 
 
 def test_interrupted_dump_is_asked_again_and_the_clean_answer_kept() -> None:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from tcpdoctor.cli._options import json_option, namespace_options, resolve_target
-from tcpdoctor.observe import owners as owners_mod
 from tcpdoctor.observe import snapshot as snapshot_mod
 from tcpdoctor.observe.filters import PortRange, SocketFilter, parse_network, parse_states
 from tcpdoctor.observe.netns import NetnsTarget
-from tcpdoctor.observe.owners import OwnerScan
 from tcpdoctor.observe.snapshot import Snapshot, Source
-from tcpdoctor.observe.summary import Summary, summarize
+
+if TYPE_CHECKING:
+    from tcpdoctor.observe.owners import OwnerScan
+    from tcpdoctor.observe.summary import Summary
 from tcpdoctor.render import scan_view
 
 
@@ -103,12 +105,14 @@ def scan(
 
 
 def _owners(snap: Snapshot) -> OwnerScan:
-    return owners_mod.find_owners(snap.sockets["inode"][snap.sockets["inode"] != 0].tolist())
+    from tcpdoctor.observe.owners import find_owners
+
+    return find_owners(snap.sockets["inode"][snap.sockets["inode"] != 0].tolist())
 
 
 def _summary(snap: Snapshot, target: NetnsTarget | None, top: int) -> Summary:
     from tcpdoctor.observe.portrange import read_port_policy
-    from tcpdoctor.observe.summary import listening_ports
+    from tcpdoctor.observe.summary import listening_ports, summarize
 
     policy = read_port_policy(target)
     capacity = policy.capacity(bound=listening_ports(snap).tolist()).capacity

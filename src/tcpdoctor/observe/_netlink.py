@@ -26,12 +26,11 @@ from tcpdoctor.observe._records import (
     SOCKET_DTYPE,
     TCP_INFO_FIELDS,
     empty_info,
-    empty_sockets,
 )
 
 # One dump datagram is at most ~32 KiB (netlink_recvmsg caps max_recvmsg_len); a batch
 # buffer several times larger keeps the per-batch numpy overhead small.
-_BATCH_BYTES = 4 << 20
+_BATCH_BYTES = 1 << 20
 _MAX_DATAGRAM = 256 << 10
 _RCVBUF = 4 << 20
 _MAX_ATTEMPTS = 4  # retries on NLM_F_DUMP_INTR and ENOBUFS
@@ -41,6 +40,7 @@ _ERRNO = struct.Struct("<i")
 _MSG_START = abi.NLMSG_HDRLEN
 _ATTR_START = abi.NLMSG_HDRLEN + abi.INET_DIAG_MSG_LEN
 _seq = itertools.count(1)
+_MIN_RUN = 8  # shorter runs are cheaper to walk one by one than to check with numpy
 _HDR_DTYPE = np.dtype([("len", "<u4"), ("type", "<u2"), ("flags", "<u2"), ("seq", "<u4")])
 
 
@@ -58,16 +58,64 @@ def dump_tcp(
     want_info: bool = False,
 ) -> DumpResult:
     """Dump the TCP sockets of the calling thread's network namespace."""
+    expected = _expected_sockets()
+    sockets = _RowSink(SOCKET_DTYPE, expected)
+    info = _RowSink(INFO_DTYPE, expected) if want_info else None
     sock = _open_socket()
     try:
-        parts = [_dump_family_retrying(sock, fam, states_mask, want_info) for fam in families]
+        interrupted = [
+            _dump_family_retrying(sock, fam, states_mask, sockets, info) for fam in families
+        ]
     finally:
         sock.close()
-    sockets = _join([p.sockets for p in parts], SOCKET_DTYPE)
-    info = None
-    if want_info:
-        info = _join([p.info for p in parts if p.info is not None], INFO_DTYPE)
-    return DumpResult(sockets, info, any(p.interrupted for p in parts))
+    return DumpResult(
+        sockets.result(), info.result() if info is not None else None, any(interrupted)
+    )
+
+
+def _expected_sockets() -> int:
+    """How many rows to make room for: TCP sockets in use plus TIME_WAITs, from sockstat.
+
+    Only a size hint (request sockets are not counted there, and the population moves),
+    so the sink still grows when needed and a missing file is no error.
+    """
+    total = 0
+    for name, keys in (("sockstat", ("inuse", "tw")), ("sockstat6", ("inuse",))):
+        try:
+            with open(f"/proc/thread-self/net/{name}", encoding="ascii") as handle:
+                text = handle.read()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            label, _, rest = line.partition(":")
+            if label in ("TCP", "TCP6"):
+                fields = rest.split()
+                pairs = dict(zip(fields[::2], fields[1::2], strict=False))
+                total += sum(int(pairs[k]) for k in keys if pairs.get(k, "").isdigit())
+    return total + total // 16 + 256
+
+
+class _RowSink:
+    """One growing output array shared by every family's dump, so rows are copied once
+    out of the receive buffer and never concatenated (which would double peak memory)."""
+
+    def __init__(self, dtype: np.dtype, expected: int) -> None:
+        self.array = np.empty(max(expected, 16), dtype=dtype)
+        self.count = 0
+
+    def extend(self, rows: np.ndarray) -> None:
+        end = self.count + len(rows)
+        if end > len(self.array):
+            grown = np.empty(max(end, len(self.array) * 2), dtype=self.array.dtype)
+            grown[: self.count] = self.array[: self.count]
+            self.array = grown
+        self.array[self.count : end] = rows
+        self.count = end
+
+    def result(self) -> np.ndarray:
+        rows = self.array[: self.count]
+        # A view would pin the whole allocation; copy when much of it is unused.
+        return rows.copy() if self.count < len(self.array) * 3 // 4 else rows
 
 
 def _open_socket() -> socket.socket:
@@ -87,12 +135,22 @@ def _open_socket() -> socket.socket:
 
 
 def _dump_family_retrying(
-    sock: socket.socket, family: int, states_mask: int, want_info: bool
-) -> DumpResult:
-    result = DumpResult(empty_sockets(), None, True)
+    sock: socket.socket,
+    family: int,
+    states_mask: int,
+    sockets: _RowSink,
+    info: _RowSink | None,
+) -> bool:
+    """Dump one family into the sinks; True if every attempt was flagged inconsistent."""
+    marks = (sockets.count, info.count if info is not None else 0)
+    interrupted = True
     for _ in range(_MAX_ATTEMPTS):
+        # A retry replaces what the previous attempt of this family appended.
+        sockets.count = marks[0]
+        if info is not None:
+            info.count = marks[1]
         try:
-            result = _dump_family(sock, family, states_mask, want_info)
+            interrupted = _dump_family(sock, family, states_mask, sockets, info)
         except OSError as err:
             if err.errno != errno.ENOBUFS:
                 raise _translate(err) from err
@@ -101,19 +159,26 @@ def _dump_family_retrying(
             _drain(sock)
             _grow_rcvbuf(sock)
             continue
-        if not result.interrupted:
-            return result
-    return result
+        if not interrupted:
+            return False
+    return interrupted
 
 
-def _dump_family(sock: socket.socket, family: int, states_mask: int, want_info: bool) -> DumpResult:
+def _dump_family(
+    sock: socket.socket,
+    family: int,
+    states_mask: int,
+    sockets: _RowSink,
+    info: _RowSink | None,
+) -> bool:
     seq = next(_seq)
-    ext = 1 << (abi.INET_DIAG_INFO - 1) if want_info else 0
+    ext = 1 << (abi.INET_DIAG_INFO - 1) if info is not None else 0
     sock.send(_request(family, states_mask, ext, seq))
-    reader = _BatchReader(want_info)
+    reader = _BatchReader(sockets, info)
     while not reader.done:
         reader.receive(sock, seq)
-    return reader.result()
+    reader.finish()
+    return reader.interrupted
 
 
 def parse_dump(data: bytes, seq: int, *, want_info: bool = False) -> DumpResult:
@@ -122,14 +187,19 @@ def parse_dump(data: bytes, seq: int, *, want_info: bool = False) -> DumpResult:
     The socket path feeds datagrams one by one; this entry point exists for tests and
     fuzzing. Malformed input raises KernelInterfaceError, never anything else.
     """
-    reader = _BatchReader(want_info)
+    sockets = _RowSink(SOCKET_DTYPE, 0)
+    info = _RowSink(INFO_DTYPE, 0) if want_info else None
+    reader = _BatchReader(sockets, info)
     for chunk in _datagrams(data, _MAX_DATAGRAM // 2):
         if reader.done:
             break
         reader.feed(chunk, seq)
     if not reader.done:
         raise KernelInterfaceError("sock_diag dump ended without NLMSG_DONE")
-    return reader.result()
+    reader.finish()
+    return DumpResult(
+        sockets.result(), info.result() if info is not None else None, reader.interrupted
+    )
 
 
 def _datagrams(data: bytes, limit: int) -> Iterator[bytes]:
@@ -175,8 +245,10 @@ class _BatchReader:
     copied out of the buffer through a strided view that has a record at every word.
     """
 
-    def __init__(self, want_info: bool) -> None:
-        self.want_info = want_info
+    def __init__(self, sockets: _RowSink, info: _RowSink | None) -> None:
+        self.sink = sockets
+        self.info_sink = info
+        self.want_info = info is not None
         self.buffer = bytearray(_BATCH_BYTES)
         self.view = memoryview(self.buffer)
         self.words = self.view.cast("I")  # netlink headers are in host byte order
@@ -190,10 +262,8 @@ class _BatchReader:
             strides=(4,),
         )
         self.used = 0
-        self.starts: list[int] = []  # word index of each accepted message in the batch
+        self.starts: list[np.ndarray] = []  # word indexes of accepted messages in the batch
         self.info_spans: list[tuple[int, int]] = []
-        self.sockets: list[np.ndarray] = []
-        self.info: list[np.ndarray] = []
         self.interrupted = False
         self.done = False
 
@@ -222,19 +292,42 @@ class _BatchReader:
 
     def _walk(self, start: int, end: int, seq: int) -> None:
         words = self.words
+        bulk = self._uniform_run(start, end)
+        offset = start + len(bulk) * ((words[start >> 2] + 3) & ~3) if len(bulk) else start
         found: list[int] = []
-        offset = start
         while offset < end:
             length = words[offset >> 2] if end - offset >= abi.NLMSG_HDRLEN else 0
             if length < abi.NLMSG_HDRLEN or offset + length > end:
                 raise KernelInterfaceError(f"bad netlink message at byte {offset} of the dump")
             found.append(offset >> 2)
             offset += (length + 3) & ~3
-        if found:
-            self._classify(found, seq)
-
-    def _classify(self, found: list[int], seq: int) -> None:
         index = np.asarray(found, dtype=np.intp)
+        if len(bulk):
+            index = np.concatenate((bulk, index))
+        if len(index):
+            self._classify(index, seq)
+
+    def _uniform_run(self, start: int, end: int) -> np.ndarray:
+        """Word indexes of the leading run of equally long messages in a datagram.
+
+        A datagram is usually all TIME_WAITs or all full sockets, so one strided look at
+        the length fields replaces a Python step per message. Message k of the run starts
+        at start + k*step only while every earlier length was the same, hence the run
+        stops at the first different length.
+        """
+        length = self.words[start >> 2] if end - start >= abi.NLMSG_HDRLEN else 0
+        step = (length + 3) & ~3
+        if length < _ATTR_START or end - start < step * _MIN_RUN:
+            return np.empty(0, dtype=np.intp)
+        count = (end - start) // step
+        lengths = np.ndarray(
+            (count,), dtype="<u4", buffer=self.buffer, offset=start, strides=(step,)
+        )
+        same = lengths == length
+        run = count if same.all() else int(np.argmin(same))
+        return np.arange(run, dtype=np.intp) * (step >> 2) + (start >> 2)
+
+    def _classify(self, index: np.ndarray, seq: int) -> None:
         headers = self.headers[index]
         fresh = headers["seq"] == seq  # others are stale replies from an abandoned attempt
         if (headers["flags"][fresh] & abi.NLM_F_DUMP_INTR).any():
@@ -244,10 +337,10 @@ class _BatchReader:
             data = self._control(index, headers, fresh, data)
         if (headers["len"][data] < _ATTR_START).any():
             raise KernelInterfaceError("short inet_diag message in dump")
-        accepted = index[data].tolist()
-        self.starts.extend(accepted)
+        accepted = index[data]
+        self.starts.append(accepted)
         if self.want_info:
-            for word in accepted:
+            for word in accepted.tolist():
                 length = int(self.words[word])
                 self.info_spans.append(
                     _find_attr(self.buffer, word * 4, length, abi.INET_DIAG_INFO)
@@ -282,29 +375,17 @@ class _BatchReader:
 
     def _flush(self) -> None:
         if self.starts:
-            self.sockets.append(self.rows[np.asarray(self.starts, dtype=np.intp)])
-            if self.want_info:
+            self.sink.extend(self.rows[np.concatenate(self.starts)])
+            if self.info_sink is not None:
                 raw = np.frombuffer(self.buffer, dtype=np.uint8, count=self.used)
-                self.info.append(_gather_info(raw, self.info_spans))
+                self.info_sink.extend(_gather_info(raw, self.info_spans))
         self.starts.clear()
         self.info_spans.clear()
         self.used = 0
 
-    def result(self) -> DumpResult:
+    def finish(self) -> None:
+        """Move what is still in the receive buffer into the sinks."""
         self._flush()
-        sockets = _join(self.sockets, SOCKET_DTYPE)
-        info = None
-        if self.want_info:
-            info = _join(self.info, INFO_DTYPE)
-        return DumpResult(sockets, info, self.interrupted)
-
-
-def _join(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
-    """Concatenate keeping the declared dtype (numpy would drop the big-endian fields'
-    byte order, and the records are documented as SOCKET_DTYPE / INFO_DTYPE)."""
-    if not parts:
-        return np.zeros(0, dtype=dtype)
-    return np.concatenate(parts, dtype=dtype)
 
 
 def _find_attr(buf: bytearray, offset: int, length: int, wanted: int) -> tuple[int, int]:
@@ -334,6 +415,10 @@ def _gather_info(raw: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
             continue
         index = (starts[present] + field_offset)[:, None] + np.arange(dtype.itemsize)
         values = raw[index].view(dtype).reshape(-1)
+        if dtype.itemsize == 8:
+            # Stored as int64 so that -1 can mean "absent"; a u64 beyond that range is
+            # no real counter value, only a corrupt message, and is clamped.
+            values = np.minimum(values, np.uint64(np.iinfo(np.int64).max))
         info[name][present] = values.astype(np.int64)
     return info
 

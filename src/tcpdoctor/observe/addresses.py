@@ -17,8 +17,10 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _V4_MAPPED_PREFIX = (0, 0, 0xFFFF)
 
 
-def format_column(families: np.ndarray, words: np.ndarray) -> np.ndarray:
-    """Text of each row's address (object array of str); `words` is the (n, 4) >u4 column."""
+def format_column(families: np.ndarray, words: np.ndarray, template: str = "%s") -> np.ndarray:
+    """Text of each row's address (object array of str); `words` is the (n, 4) >u4 column.
+
+    `template` wraps each distinct address once (e.g. into a JSON field), not each row."""
     out = np.empty(len(families), dtype=object)
     for family in np.unique(families):
         rows = np.flatnonzero(families == family)
@@ -31,7 +33,7 @@ def format_column(families: np.ndarray, words: np.ndarray) -> np.ndarray:
             flat = keys.view(np.dtype((np.void, 16))).reshape(-1)
             unique, inverse = np.unique(flat, return_inverse=True)
             raw = [bytes(u) for u in unique]
-        texts = np.array([_text(int(family), r) for r in raw], dtype=object)
+        texts = np.array([template % _text(int(family), r) for r in raw], dtype=object)
         out[rows] = texts[inverse.reshape(-1)]
     return out
 

@@ -8,14 +8,15 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from tcpdoctor.kernel.states import REPORTED_STATES, TcpState
 from tcpdoctor.observe.filters import SocketFilter
-from tcpdoctor.observe.owners import OwnerScan
 from tcpdoctor.observe.snapshot import Snapshot
-from tcpdoctor.observe.summary import Direction, Summary
 from tcpdoctor.render import sockets as socket_text
 from tcpdoctor.render.json import to_jsonable
 
 if TYPE_CHECKING:
     from rich.table import Table
+
+    from tcpdoctor.observe.owners import OwnerScan
+    from tcpdoctor.observe.summary import Summary
 
 
 def write_table(out: TextIO, snap: Snapshot, owner_scan: OwnerScan | None) -> None:
@@ -102,7 +103,8 @@ def write_json(
     owners = owner_scan.owners if owner_scan is not None else None
     separator = ",\n    "
     for index, chunk in enumerate(socket_text.json_chunks(snap, owners, separator=separator)):
-        out.write(("    " if index == 0 else separator) + chunk)
+        out.write("    " if index == 0 else separator)
+        out.write(chunk)
     out.write("\n  ]\n}\n")
 
 
@@ -134,6 +136,8 @@ def print_summary(snap: Snapshot, sums: Summary, owner_scan: OwnerScan | None) -
 
 def _peer_table(sums: Summary) -> Table:
     from rich.table import Table
+
+    from tcpdoctor.observe.summary import Direction
 
     table = Table(title="Top peers", title_justify="left")
     for name in ("Peer", "Connections", "Total", "By state"):
