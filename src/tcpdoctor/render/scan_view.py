@@ -114,9 +114,17 @@ def print_summary(snap: Snapshot, sums: Summary, owner_scan: OwnerScan | None) -
 
     console = Console()
     ns = snap.meta.netns
-    where = ns.name or (f"pid {ns.pid}" if ns.pid else "host" if ns.is_host else str(ns.inode))
+    where = (
+        f"netns [bold]{ns.name}[/]"
+        if ns.name
+        else f"the netns of pid [bold]{ns.pid}[/]"
+        if ns.pid
+        else "the host netns"
+        if ns.is_host
+        else f"this netns (inode {ns.inode})"
+    )
     console.print(
-        f"[bold]{sums.total}[/] TCP sockets in netns [bold]{where}[/] "
+        f"[bold]{sums.total}[/] TCP sockets in {where} "
         f"(kernel {snap.meta.kernel_release}, read in {snap.meta.elapsed_s * 1000:.0f} ms "
         f"via {snap.meta.source.value})"
     )
