@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import errno
-import importlib.util
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from support.scripts import load_script
 from tcpdoctor.errors import KernelInterfaceError, PermissionDenied
 from tcpdoctor.kernel.counters import (
     ALL_COUNTERS,
@@ -349,17 +348,8 @@ def test_other_os_errors_are_translated(monkeypatch: pytest.MonkeyPatch) -> None
 # --- Generated docs ------------------------------------------------------------------------
 
 
-def _docs_script() -> ModuleType:
-    location = ROOT / "scripts" / "gen_catalogue_docs.py"
-    spec = importlib.util.spec_from_file_location("gen_catalogue_docs", location)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_counter_docs_are_generated_from_the_catalogue() -> None:
-    expected = _docs_script().render_counters()
+    expected = load_script("gen_catalogue_docs").render_counters()
     actual = (ROOT / "docs" / "counters.md").read_text(encoding="utf-8")
     assert actual == expected, "docs/counters.md is stale: run scripts/gen_catalogue_docs.py"
     assert all(f"`{c.key}`" in actual for c in ALL_COUNTERS)

@@ -16,21 +16,18 @@ from __future__ import annotations
 
 import base64
 import errno
-import signal
 import socket
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from types import FrameType
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from support.limits import time_limit
 from tcpdoctor.errors import KernelInterfaceError, PermissionDenied
 from tcpdoctor.observe._netlink import DumpResult, parse_dump
 from tcpdoctor.observe._procfs import parse_tcp_table
@@ -244,41 +241,9 @@ def info_dict(result: DumpResult, index: int) -> dict[str, int]:
 # --- the safety net -------------------------------------------------------------------
 
 
-class Hang(Exception):
-    pass
-
-
-@contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    """Turn a parser that never returns into a test failure."""
-
-    def expire(signum: int, frame: FrameType | None) -> None:
-        raise Hang(f"parse_dump did not return within {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def same_layout(got: np.dtype, want: np.dtype) -> bool:
-    """Same fields, widths and shapes. Byte order is not compared: np.concatenate turns
-    SOCKET_DTYPE's big-endian port/address fields into native order (values unchanged)."""
-    if got.names != want.names or got.itemsize != want.itemsize:
-        return False
-    return all(
-        (got[n].base.kind, got[n].base.itemsize, got[n].shape)
-        == (want[n].base.kind, want[n].base.itemsize, want[n].shape)
-        for n in want.names or ()
-    )
-
-
 def check_valid(result: DumpResult, want_info: bool) -> None:
     assert isinstance(result, DumpResult)
-    assert same_layout(result.sockets.dtype, SOCKET_DTYPE)
+    assert result.sockets.dtype == SOCKET_DTYPE
     assert result.sockets.ndim == 1
     assert isinstance(result.interrupted, bool)
     if want_info:
@@ -297,7 +262,7 @@ def parse_or_reject(data: bytes, seq: int = SEQ, *, want_info: bool = False) -> 
     An NLMSG_ERROR carrying EPERM/EACCES is deliberately translated to PermissionDenied
     (exit code 3); that one other outcome is accepted, by its message.
     """
-    with time_limit(10):
+    with time_limit(10, "parse_dump"):
         try:
             result = parse_dump(data, seq, want_info=want_info)
         except KernelInterfaceError:

@@ -20,20 +20,17 @@ waited until /proc showed them, and read both files right away:
 from __future__ import annotations
 
 import re
-import signal
 import socket
 import string
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from types import FrameType
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from support.limits import time_limit
 from tcpdoctor.errors import KernelInterfaceError
 from tcpdoctor.kernel.states import ALL_STATES_MASK, TcpState, state_mask
 from tcpdoctor.observe._procfs import parse_tcp_table, read_tcp
@@ -87,17 +84,6 @@ def described(rows: np.ndarray) -> list[tuple[object, ...]]:
         )
         for row in rows
     ]
-
-
-def same_layout(got: np.dtype, want: np.dtype) -> bool:
-    """Same fields, widths and shapes (byte order aside: np.concatenate makes it native)."""
-    if got.names != want.names or got.itemsize != want.itemsize:
-        return False
-    return all(
-        (got[n].base.kind, got[n].base.itemsize, got[n].shape)
-        == (want[n].base.kind, want[n].base.itemsize, want[n].shape)
-        for n in want.names or ()
-    )
 
 
 # --- the real capture -----------------------------------------------------------------
@@ -216,7 +202,7 @@ def test_timer_retrans_and_expiry_columns(
 def test_no_sockets(text: str) -> None:
     rows = parse_tcp_table(text, V4)
     assert len(rows) == 0
-    assert same_layout(rows.dtype, SOCKET_DTYPE)
+    assert rows.dtype == SOCKET_DTYPE
 
 
 @pytest.mark.parametrize(
@@ -284,33 +270,15 @@ def test_read_tcp_without_ipv6_and_without_tcp(proc_net: Path) -> None:
 # --- properties: garbage never crashes ------------------------------------------------
 
 
-class Hang(Exception):
-    pass
-
-
-@contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    def expire(signum: int, frame: FrameType | None) -> None:
-        raise Hang(f"parse_tcp_table did not return within {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def parse_or_reject(text: str, family: int) -> np.ndarray | None:
     """The contract: rows for every non-blank body line, or KernelInterfaceError."""
-    with time_limit(10):
+    with time_limit(10, "parse_tcp_table"):
         try:
             rows = parse_tcp_table(text, family)
         except KernelInterfaceError:
             return None
     assert isinstance(rows, np.ndarray)
-    assert same_layout(rows.dtype, SOCKET_DTYPE)
+    assert rows.dtype == SOCKET_DTYPE
     body = [line for line in text.splitlines()[1:] if line.strip()]
     assert len(rows) == len(body)
     assert (rows["family"] == family).all()

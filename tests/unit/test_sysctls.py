@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import errno
-import importlib.util
 import shutil
 from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from support.scripts import load_script
 from tcpdoctor.errors import InputError, KernelInterfaceError
 from tcpdoctor.kernel import constants as k
 from tcpdoctor.kernel.sysctls import (
@@ -336,22 +335,13 @@ def test_garbage_files_raise_interface_errors(tmp_path: Path, content: bytes) ->
 # --- Generated docs ------------------------------------------------------------------------
 
 
-def _docs_script() -> ModuleType:
-    location = ROOT / "scripts" / "gen_catalogue_docs.py"
-    spec = importlib.util.spec_from_file_location("gen_catalogue_docs", location)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_sysctl_docs_are_generated_from_the_catalogue() -> None:
-    expected = _docs_script().render_sysctls()
+    expected = load_script("gen_catalogue_docs").render_sysctls()
     actual = (ROOT / "docs" / "sysctls.md").read_text(encoding="utf-8")
     assert actual == expected, "docs/sysctls.md is stale: run scripts/gen_catalogue_docs.py"
 
 
 def test_sysctl_docs_change_when_the_catalogue_does() -> None:
-    script = _docs_script()
+    script = load_script("gen_catalogue_docs")
     edited = (*ALL_SYSCTLS[:-1], SysctlSpec("x.y", Unit.COUNT, Scope.GLOBAL, 1, "m", "r", "s"))
     assert script.render_sysctls(edited) != script.render_sysctls()
