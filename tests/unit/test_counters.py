@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from support.faults import fail_reads_of
 from support.scripts import load_script
 from tcpdoctor.errors import KernelInterfaceError, PermissionDenied
 from tcpdoctor.kernel.counters import (
@@ -321,26 +322,15 @@ def test_garbage_file_names_its_path(tmp_path: Path) -> None:
         read_counters(proc_net=tree)
 
 
-def _fail_reads_of(monkeypatch: pytest.MonkeyPatch, target: Path, error: OSError) -> None:
-    original = Path.read_bytes
-
-    def read_bytes(self: Path) -> bytes:
-        if self == target:
-            raise error
-        return original(self)
-
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
-
-
 def test_permission_denied_is_translated(monkeypatch: pytest.MonkeyPatch) -> None:
     denied = PermissionError(errno.EACCES, "Permission denied")
-    _fail_reads_of(monkeypatch, NETNS_TW / "sockstat", denied)
+    fail_reads_of(monkeypatch, NETNS_TW / "sockstat", denied)
     with pytest.raises(PermissionDenied, match="sockstat"):
         read_counters(proc_net=NETNS_TW)
 
 
 def test_other_os_errors_are_translated(monkeypatch: pytest.MonkeyPatch) -> None:
-    _fail_reads_of(monkeypatch, NETNS_TW / "sockstat6", OSError(errno.EIO, "I/O error"))
+    fail_reads_of(monkeypatch, NETNS_TW / "sockstat6", OSError(errno.EIO, "I/O error"))
     with pytest.raises(KernelInterfaceError, match="I/O error"):
         read_counters(proc_net=NETNS_TW)
 

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from support.faults import fail_reads_of
 from support.scripts import load_script
 from tcpdoctor.errors import InputError, KernelInterfaceError
 from tcpdoctor.kernel import constants as k
@@ -294,21 +295,10 @@ def test_missing_proc_sys_is_an_interface_error(tmp_path: Path) -> None:
         read_sysctls(proc_sys=tmp_path / "nope")
 
 
-def _fail_reads_of(monkeypatch: pytest.MonkeyPatch, target: Path, error: OSError) -> None:
-    original = Path.read_bytes
-
-    def read_bytes(self: Path) -> bytes:
-        if self == target:
-            raise error
-        return original(self)
-
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
-
-
 def test_permission_denied_marks_the_knob_unreadable(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = SYSCTLS["net.ipv4.tcp_fin_timeout"]
     denied = PermissionError(errno.EACCES, "Permission denied")
-    _fail_reads_of(monkeypatch, NETNS_PROC_SYS / spec.path, denied)
+    fail_reads_of(monkeypatch, NETNS_PROC_SYS / spec.path, denied)
     values = read_sysctls(proc_sys=NETNS_PROC_SYS)
     assert values["tcp_fin_timeout"].status is ReadStatus.UNREADABLE
     assert values.value("tcp_fin_timeout") is None
@@ -317,7 +307,7 @@ def test_permission_denied_marks_the_knob_unreadable(monkeypatch: pytest.MonkeyP
 
 def test_other_os_errors_become_interface_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = SYSCTLS["net.ipv4.tcp_fin_timeout"]
-    _fail_reads_of(monkeypatch, NETNS_PROC_SYS / spec.path, OSError(errno.EIO, "I/O error"))
+    fail_reads_of(monkeypatch, NETNS_PROC_SYS / spec.path, OSError(errno.EIO, "I/O error"))
     with pytest.raises(KernelInterfaceError, match="I/O error"):
         read_sysctl(spec, NETNS_PROC_SYS)
 

@@ -113,6 +113,20 @@ def _dur(seconds: float) -> str:
     return f"{text} ({' '.join(parts)})"
 
 
+def _give_up_rows(
+    user_timeout: float | None, schedule: timing.RetransmitSchedule, why: str
+) -> list[tuple[str, str]]:
+    """The closing lines every give-up calculation prints."""
+    rows = []
+    if user_timeout is not None:
+        rows.append(("TCP_USER_TIMEOUT", f"{_dur(user_timeout)}, replaces the budget"))
+    rows += [
+        ("ETIMEDOUT at", f"{_dur(schedule.gives_up_at)}: {why}"),
+        ("retransmissions", str(schedule.retransmissions)),
+    ]
+    return rows
+
+
 def _summary(console: Console, title: str, rows: Sequence[tuple[str, str]]) -> None:
     """A bold title, then aligned "label  value" lines (never wrapped mid-value)."""
     console.print(title, style="bold", markup=False)
@@ -211,15 +225,9 @@ def retries2_cmd(
                 f"{_num(result.rto_max)} s) = {formula}",
             ),
         ]
-        if result.user_timeout is not None:
-            rows.append(("TCP_USER_TIMEOUT", f"{_dur(result.user_timeout)}, replaces the budget"))
-        rows += [
-            (
-                "ETIMEDOUT at",
-                f"{_dur(result.schedule.gives_up_at)}: the first RTO expiry at or after the budget",
-            ),
-            ("retransmissions", str(result.schedule.retransmissions)),
-        ]
+        rows += _give_up_rows(
+            result.user_timeout, result.schedule, "the first RTO expiry at or after the budget"
+        )
         _summary(console, f"Established give-up, tcp_retries2 = {result.retries2}", rows)
         console.print(
             _schedule_table(
@@ -270,15 +278,9 @@ def syn_retries_cmd(
                 f"{result.syn_retries}, 1 s, {_num(result.rto_max)} s)",
             ),
         ]
-        if result.user_timeout is not None:
-            rows.append(("TCP_USER_TIMEOUT", f"{_dur(result.user_timeout)}, replaces the budget"))
-        rows += [
-            (
-                "ETIMEDOUT at",
-                f"{_dur(result.schedule.gives_up_at)}: {_REASONS[result.schedule.reason]}",
-            ),
-            ("retransmissions", str(result.schedule.retransmissions)),
-        ]
+        rows += _give_up_rows(
+            result.user_timeout, result.schedule, _REASONS[result.schedule.reason]
+        )
         title = (
             f"SYN give-up, tcp_syn_retries = {result.syn_retries}, "
             f"tcp_syn_linear_timeouts = {result.linear_timeouts}"
