@@ -21,6 +21,7 @@ import numpy as np
 
 from tcpdoctor.errors import KernelInterfaceError, PermissionDenied
 from tcpdoctor.kernel import abi
+from tcpdoctor.kernel.states import TcpState
 from tcpdoctor.observe._records import (
     INFO_DTYPE,
     SOCKET_DTYPE,
@@ -64,13 +65,30 @@ def dump_tcp(
     sock = _open_socket()
     try:
         interrupted = [
-            _dump_family_retrying(sock, fam, states_mask, sockets, info) for fam in families
+            _dump_family_retrying(sock, fam, mask, sockets, info, ask_info=ask)
+            for fam in families
+            for mask, ask in _requests(states_mask, want_info)
         ]
     finally:
         sock.close()
     return DumpResult(
         sockets.result(), info.result() if info is not None else None, any(interrupted)
     )
+
+
+def _requests(states_mask: int, want_info: bool) -> list[tuple[int, bool]]:
+    """(state mask, ask for tcp_info) per dump request.
+
+    Minisocks (TIME_WAIT, and FIN_WAIT2 ones) never carry tcp_info, yet with INFO asked
+    every message would be searched for it; on a host with a million TIME_WAITs that
+    search is most of the work, so they get a request of their own without it. The
+    FIN_WAIT2 state mixes full sockets and minisocks and stays with the full sockets.
+    """
+    if not want_info:
+        return [(states_mask, False)]
+    time_wait = states_mask & (1 << TcpState.TIME_WAIT)
+    rest = states_mask & ~time_wait
+    return [(mask, ask) for mask, ask in ((rest, True), (time_wait, False)) if mask]
 
 
 def _expected_sockets() -> int:
@@ -140,6 +158,8 @@ def _dump_family_retrying(
     states_mask: int,
     sockets: _RowSink,
     info: _RowSink | None,
+    *,
+    ask_info: bool = True,
 ) -> bool:
     """Dump one family into the sinks; True if every attempt was flagged inconsistent."""
     marks = (sockets.count, info.count if info is not None else 0)
@@ -150,7 +170,7 @@ def _dump_family_retrying(
         if info is not None:
             info.count = marks[1]
         try:
-            interrupted = _dump_family(sock, family, states_mask, sockets, info)
+            interrupted = _dump_family(sock, family, states_mask, sockets, info, ask_info)
         except OSError as err:
             if err.errno != errno.ENOBUFS:
                 raise _translate(err) from err
@@ -170,11 +190,13 @@ def _dump_family(
     states_mask: int,
     sockets: _RowSink,
     info: _RowSink | None,
+    ask_info: bool,
 ) -> bool:
     seq = next(_seq)
-    ext = 1 << (abi.INET_DIAG_INFO - 1) if info is not None else 0
+    asking = info is not None and ask_info
+    ext = 1 << (abi.INET_DIAG_INFO - 1) if asking else 0
     sock.send(_request(family, states_mask, ext, seq))
-    reader = _BatchReader(sockets, info)
+    reader = _BatchReader(sockets, info, asking)
     while not reader.done:
         reader.receive(sock, seq)
     reader.finish()
@@ -189,7 +211,7 @@ def parse_dump(data: bytes, seq: int, *, want_info: bool = False) -> DumpResult:
     """
     sockets = _RowSink(SOCKET_DTYPE, 0)
     info = _RowSink(INFO_DTYPE, 0) if want_info else None
-    reader = _BatchReader(sockets, info)
+    reader = _BatchReader(sockets, info, want_info)
     for chunk in _datagrams(data, _MAX_DATAGRAM // 2):
         if reader.done:
             break
@@ -245,10 +267,10 @@ class _BatchReader:
     copied out of the buffer through a strided view that has a record at every word.
     """
 
-    def __init__(self, sockets: _RowSink, info: _RowSink | None) -> None:
+    def __init__(self, sockets: _RowSink, info: _RowSink | None, ask_info: bool) -> None:
         self.sink = sockets
-        self.info_sink = info
-        self.want_info = info is not None
+        self.info_sink = info  # kept aligned with sockets: rows without tcp_info get -1s
+        self.want_info = ask_info and info is not None
         self.buffer = bytearray(_BATCH_BYTES)
         self.view = memoryview(self.buffer)
         self.words = self.view.cast("I")  # netlink headers are in host byte order
@@ -375,10 +397,14 @@ class _BatchReader:
 
     def _flush(self) -> None:
         if self.starts:
-            self.sink.extend(self.rows[np.concatenate(self.starts)])
-            if self.info_sink is not None:
+            rows = self.rows[np.concatenate(self.starts)]
+            self.sink.extend(rows)
+            if self.want_info:
                 raw = np.frombuffer(self.buffer, dtype=np.uint8, count=self.used)
+                assert self.info_sink is not None
                 self.info_sink.extend(_gather_info(raw, self.info_spans))
+            elif self.info_sink is not None:
+                self.info_sink.extend(empty_info(len(rows)))
         self.starts.clear()
         self.info_spans.clear()
         self.used = 0

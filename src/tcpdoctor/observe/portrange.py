@@ -11,7 +11,7 @@ from tcpdoctor.kernel.sysctls import PortRange, PortRanges, lookup_sysctl
 from tcpdoctor.kernel.timing import PortCapacity, port_capacity
 from tcpdoctor.observe import netns
 from tcpdoctor.observe.netns import NetnsTarget
-from tcpdoctor.observe.sysctls import read_sysctls
+from tcpdoctor.observe.sysctls import SysctlValues, read_sysctls
 
 _RANGE = "net.ipv4.ip_local_port_range"
 _RESERVED = "net.ipv4.ip_local_reserved_ports"
@@ -30,7 +30,11 @@ class PortPolicy:
 
 def read_port_policy(target: NetnsTarget | None) -> PortPolicy:
     specs = [lookup_sysctl(_RANGE), lookup_sysctl(_RESERVED)]
-    values = netns.run_in(target, lambda: read_sysctls(specs, netns.PROC_SYS))
+    return policy_from(netns.run_in(target, lambda: read_sysctls(specs, netns.PROC_SYS)))
+
+
+def policy_from(values: SysctlValues) -> PortPolicy:
+    """The policy from sysctls already read; compiled-in defaults for what is missing."""
     port_range = values.value(_RANGE)
     reserved = values.value(_RESERVED)
     return PortPolicy(
