@@ -9,9 +9,9 @@ DEB_PACKAGES := iproute2 nftables procps time
 
 .PHONY: run test lint typecheck unit kernel-tests e2e bench deps venv clean
 
-# The main job. Until `tcpdoctor doctor` lands (issue 3) it is the scan summary.
+# The main job: diagnose this host's TCP connection lifecycle.
 run: deps venv
-	$(BIN)/tcpdoctor scan --summary
+	$(BIN)/tcpdoctor doctor
 
 test: deps venv lint typecheck
 	bash scripts/pytest-all.sh

@@ -12,6 +12,7 @@ from tcpdoctor.errors import ExitCode, TcpDoctorError
 
 # verb -> "module:attribute"; a verb's module (and numpy, rich) loads only when it runs.
 VERBS = {
+    "doctor": "tcpdoctor.cli.doctor:doctor",
     "scan": "tcpdoctor.cli.scan:scan",
     "calc": "tcpdoctor.cli.calc:calc",
 }
@@ -33,11 +34,20 @@ class LazyGroup(click.Group):
 
 @click.group(
     cls=LazyGroup,
+    invoke_without_command=True,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.version_option(__version__, prog_name="tcpdoctor")
-def cli() -> None:
-    """Find, explain, reproduce and predict Linux TCP connection-lifecycle failures."""
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Find, explain, reproduce and predict Linux TCP connection-lifecycle failures.
+
+    Without a command, runs `tcpdoctor doctor`.
+    """
+    if ctx.invoked_subcommand is None:
+        doctor = cli.get_command(ctx, "doctor")
+        assert doctor is not None
+        ctx.invoke(doctor)
 
 
 def main(argv: list[str] | None = None) -> None:

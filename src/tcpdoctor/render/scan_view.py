@@ -181,6 +181,7 @@ def _port_table(sums: Summary) -> Table:
 
 
 def _process_table(rows: list[dict[str, Any]]) -> Table:
+    from rich.markup import escape  # process names may contain "["
     from rich.table import Table
 
     table = Table(title="Sockets by process", title_justify="left")
@@ -188,5 +189,5 @@ def _process_table(rows: list[dict[str, Any]]) -> Table:
         table.add_column(name, justify="right" if name in ("PID", "Total") else "left")
     for row in rows[:20]:
         states = ", ".join(f"{s} {n}" for s, n in row["by_state"].items())
-        table.add_row(str(row["pid"]), row["process"], str(row["total"]), states)
+        table.add_row(str(row["pid"]), escape(row["process"]), str(row["total"]), states)
     return table
