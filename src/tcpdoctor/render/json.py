@@ -32,7 +32,7 @@ def to_jsonable(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
+        return {_key(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(
         value,
         ipaddress.IPv4Address
@@ -46,6 +46,14 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [to_jsonable(v) for v in value]
     raise TypeError(f"cannot render {type(value).__name__} as JSON")
+
+
+def _key(key: Any) -> str:
+    """Mapping keys: enums by their label (TcpState.TIME_WAIT -> "TIME_WAIT"), not str()."""
+    if isinstance(key, enum.Enum):
+        label = getattr(key, "label", None)
+        return label if isinstance(label, str) else key.name
+    return str(key)
 
 
 def dumps(value: Any, *, indent: int | None = 2) -> str:
