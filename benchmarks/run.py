@@ -61,7 +61,7 @@ class Tool:
     key: str
     label: str
     argv: tuple[str, ...]
-    kind: str  # "child" (prints one JSON line), "lines" (ss), "scan_json"
+    kind: str  # "child" (prints one JSON line), "lines" (ss), "scan_json" (meta.socket_count)
     slow: bool  # an anchor that may need a population of its own at large sizes
     per_socket_s: float  # first guess of its cost, until measured
     base_s: float
@@ -80,6 +80,7 @@ def _child(name: str) -> tuple[str, ...]:
 TOOLS: tuple[Tool, ...] = (
     Tool("snapshot", "snapshot", _child("snapshot"), "child", False, 2e-6, 0.5),
     Tool("scan_json", "scan --json", (TCPDOCTOR, "scan", "--json"), "scan_json", False, 4e-6, 0.6),
+    Tool("doctor", "doctor --json", (TCPDOCTOR, "doctor", "--json"), "scan_json", False, 4e-6, 0.8),
     Tool("ss_tan", "ss -tan", ("ss", "-tan"), "lines", False, 2.5e-6, 0.1),
     Tool("ss_tanp", "ss -tanp", ("ss", "-tanp"), "lines", False, 3e-6, 0.2),
     Tool("owners", "owners", _child("owners"), "child", False, 2e-6, 0.5),
@@ -752,6 +753,14 @@ def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             2.0,
             f"{_fmt_s(scan.get('wall_s'))} vs {_fmt_s(ss.get('wall_s'))}",
         )
+    doctor = tools.get("doctor", {})
+    if doctor and ss:
+        add(
+            "doctor <= 2x ss -tan",
+            doctor.get("ratio_vs_ss_tan"),
+            2.0,
+            f"{_fmt_s(doctor.get('wall_s'))} vs {_fmt_s(ss.get('wall_s'))}",
+        )
     owners = tools.get("owners", {})
     ssp = tools.get("ss_tanp", {})
     if owners and ssp:
@@ -789,6 +798,7 @@ COLUMNS = (
     ("snapshot", "call", "snapshot call"),
     ("snapshot", "wall", "snapshot proc"),
     ("scan_json", "wall", "scan --json"),
+    ("doctor", "wall", "doctor"),
     ("ss_tan", "wall", "ss -tan"),
     ("ss_tanp", "wall", "ss -tanp"),
     ("psutil", "wall", "psutil"),

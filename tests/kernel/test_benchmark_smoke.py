@@ -21,7 +21,17 @@ pytestmark = pytest.mark.kernel
 REPO = Path(__file__).resolve().parents[2]
 RUN = REPO / "benchmarks" / "run.py"
 TIMEOUT_S = 600.0
-TOOLS = {"snapshot", "scan_json", "ss_tan", "ss_tanp", "owners", "traced", "psutil", "pyroute2"}
+TOOLS = {
+    "snapshot",
+    "scan_json",
+    "doctor",
+    "ss_tan",
+    "ss_tanp",
+    "owners",
+    "traced",
+    "psutil",
+    "pyroute2",
+}
 MAY_HIT_CAP = {"psutil", "pyroute2"}  # anchors: over the quick cap is a result, not a break
 
 
