@@ -12,6 +12,7 @@ import pytest
 
 from support.netns import tcpdoctor
 from support.population import populated_netns
+from support.privilege import run_unprivileged
 
 SCHEMA = json.loads(
     (Path(__file__).resolve().parents[2] / "docs" / "doctor.schema.json").read_text()
@@ -80,3 +81,14 @@ def test_bad_input_is_one_line_and_exit_2(argv: list[str]) -> None:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tcpdoctor: error:"), done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.e2e
+def test_doctor_without_root_runs_and_says_what_it_could_not_see() -> None:
+    done = run_unprivileged("doctor", "--json")
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    jsonschema.validate(document, SCHEMA)
+    if document["meta"]["privileged"]:
+        pytest.fail("expected to run unprivileged (setpriv to nobody)")
+    assert any("root" in note for note in document["limitations"]), document["limitations"]

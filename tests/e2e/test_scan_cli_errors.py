@@ -18,25 +18,11 @@ from collections.abc import Iterator
 import pytest
 
 import support.netns as support_netns
-from support.netns import TCPDOCTOR, netns, tcpdoctor
+from support.netns import netns, tcpdoctor
+from support.privilege import run_unprivileged
 from tcpdoctor.errors import ExitCode
 
 pytestmark = pytest.mark.e2e
-
-NOBODY = 65534
-DROP_TO_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-
-
-def run_unprivileged(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """The CLI without root: dropped to nobody when we are root, else as ourselves."""
-    prefix = DROP_TO_NOBODY if os.geteuid() == 0 else []
-    return subprocess.run(
-        [*prefix, TCPDOCTOR, *argv],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def assert_one_line_error(

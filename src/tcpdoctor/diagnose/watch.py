@@ -95,4 +95,10 @@ def collect(
         if on_sample is not None:
             on_sample(index + 1, count)
     samples = (first,) if last is first else (first, last)
-    return Context(samples=samples, options=options, timeline=tuple(points))
+    ctx = Context(samples=samples, options=options, timeline=tuple(points))
+    if not first.meta.privileged:
+        ctx.limitations.append(
+            "not running as root: sockets of other users' processes are listed, but their "
+            "owners (pid, process) cannot be named"
+        )
+    return ctx
