@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,6 +14,8 @@ from tcpdoctor.diagnose.model import Severity
 
 if TYPE_CHECKING:
     from tcpdoctor.diagnose.context import Context
+    from tcpdoctor.diagnose.engine import Diagnosis
+    from tcpdoctor.diagnose.overview import AuditLine, ProcessCount
     from tcpdoctor.observe.netns import NetnsTarget
 
 MAX_WATCH_S = 3600.0
@@ -60,25 +63,54 @@ def doctor(
     as_json: bool,
 ) -> None:
     """Diagnose TCP connection-lifecycle problems, with evidence and the fix."""
+    from tcpdoctor.render import doctor_view
+
+    run = run_doctor(netns_name, netns_pid, watch, interval, idle_timeout, top)
+    if as_json:
+        from tcpdoctor.render.json import dumps
+
+        sys.stdout.write(dumps(run.document()) + "\n")
+    else:
+        doctor_view.print_report(
+            run.ctx, run.diagnosis, run.audit, run.close_wait, all_sysctls=all_sysctls
+        )
+    if fail_on is not None and run.diagnosis.at_least(Severity.parse(fail_on)):
+        raise click.exceptions.Exit(1)
+
+
+@dataclass(frozen=True, slots=True)
+class DoctorRun:
+    """Everything one doctor run found; `doctor` and `report` render it."""
+
+    ctx: Context
+    diagnosis: Diagnosis
+    audit: tuple[AuditLine, ...]
+    close_wait: tuple[ProcessCount, ...]
+
+    def document(self) -> dict[str, Any]:
+        from tcpdoctor.render.doctor_view import document
+
+        return document(self.ctx, self.diagnosis, self.audit, self.close_wait)
+
+
+def run_doctor(
+    netns_name: str | None,
+    netns_pid: int | None,
+    watch: float,
+    interval: float,
+    idle_timeout: str | None,
+    top: int,
+) -> DoctorRun:
+    """Collect (with a progress bar on stderr during a watch), diagnose, audit."""
     from tcpdoctor.diagnose.engine import diagnose
     from tcpdoctor.diagnose.overview import close_wait_by_process, sysctl_audit
-    from tcpdoctor.render import doctor_view
 
     target = resolve_target(netns_name, netns_pid)
     seconds, source = _idle_timeout(idle_timeout)
     options = DoctorOptions(idle_timeout=seconds, idle_timeout_source=source, top=top)
     ctx = _collect(target, options, watch, interval)
     diagnosis = diagnose(ctx)
-    audit = sysctl_audit(ctx, diagnosis)
-    close_wait = close_wait_by_process(ctx, top)
-    if as_json:
-        from tcpdoctor.render.json import dumps
-
-        sys.stdout.write(dumps(doctor_view.document(ctx, diagnosis, audit, close_wait)) + "\n")
-    else:
-        doctor_view.print_report(ctx, diagnosis, audit, close_wait, all_sysctls=all_sysctls)
-    if fail_on is not None and diagnosis.at_least(Severity.parse(fail_on)):
-        raise click.exceptions.Exit(1)
+    return DoctorRun(ctx, diagnosis, sysctl_audit(ctx, diagnosis), close_wait_by_process(ctx, top))
 
 
 def _idle_timeout(text: str | None) -> tuple[float | None, str | None]:

@@ -16,10 +16,8 @@ from typing import IO
 
 import click
 
-from tcpdoctor.cli._options import resolve_target
-from tcpdoctor.cli.doctor import _collect, _idle_timeout
 from tcpdoctor.cli.doctor import doctor as _doctor
-from tcpdoctor.diagnose.context import DoctorOptions
+from tcpdoctor.cli.doctor import run_doctor
 from tcpdoctor.errors import InputError
 
 STDOUT = "-"
@@ -51,21 +49,12 @@ def report(
     top: int,
 ) -> None:
     """Write the doctor's findings, with charts, as one self-contained HTML page."""
-    from tcpdoctor.diagnose.engine import diagnose
-    from tcpdoctor.diagnose.overview import close_wait_by_process, sysctl_audit
-    from tcpdoctor.render import doctor_view, html_report
+    from tcpdoctor.render import html_report
 
-    target = resolve_target(netns_name, netns_pid)
-    seconds, source = _idle_timeout(idle_timeout)
-    options = DoctorOptions(idle_timeout=seconds, idle_timeout_source=source, top=top)
     with _Output(output) as out:
-        ctx = _collect(target, options, watch, interval)
-        diagnosis = diagnose(ctx)
-        audit = sysctl_audit(ctx, diagnosis)
-        close_wait = close_wait_by_process(ctx, top)
-        page = html_report.render(doctor_view.document(ctx, diagnosis, audit, close_wait))
-        out.write(page)
-    count = len(diagnosis.findings)
+        run = run_doctor(netns_name, netns_pid, watch, interval, idle_timeout, top)
+        out.write(html_report.render(run.document()))
+    count = len(run.diagnosis.findings)
     noun = "finding" if count == 1 else "findings"
     where = "stdout" if output == STDOUT else output
     click.echo(f"report written: {where} ({count} {noun})", err=output == STDOUT)
