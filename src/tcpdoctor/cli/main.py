@@ -15,6 +15,7 @@ VERBS = {
     "doctor": "tcpdoctor.cli.doctor:doctor",
     "scan": "tcpdoctor.cli.scan:scan",
     "calc": "tcpdoctor.cli.calc:calc",
+    "explain": "tcpdoctor.cli.explain:explain",
     "report": "tcpdoctor.cli.report:report",
 }
 
