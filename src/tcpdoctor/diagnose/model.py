@@ -41,9 +41,14 @@ class Evidence:
     unit: str = ""  # "s", "ms", "sockets", "conn/s", "%", ...
 
     def text(self) -> str:
-        shown = _format(self.value)
         if not self.unit:
-            return shown
+            # Unitless numbers are mostly identifiers (pids, ports): no digit grouping.
+            return (
+                str(self.value)
+                if isinstance(self.value, int) and not isinstance(self.value, bool)
+                else _format(self.value)
+            )
+        shown = _format(self.value)
         return f"{shown}{self.unit}" if self.unit == "%" else f"{shown} {self.unit}"
 
 

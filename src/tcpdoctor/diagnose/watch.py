@@ -34,6 +34,8 @@ WATCHED_COUNTERS = (
     "TcpExt.TCPAbortOnData",
     "TcpExt.TCPAbortOnClose",
     "TcpExt.TCPAbortOnTimeout",
+    "TcpExt.TCPAbortOnMemory",
+    "TcpExt.TCPAbortOnLinger",
     "TcpExt.TCPTimeouts",
 )
 MAX_SAMPLES = 3600  # a watch is bounded in count as well as in time

@@ -97,3 +97,24 @@ MIN_PORT: Final = 1  # sysctl_net_ipv4.c ip_local_port_range_min[]
 TIMER_WHEEL_LVL_DEPTH: Final = 9  # kernel/time/timer.c LVL_DEPTH when HZ > 100
 TIMER_WHEEL_LVL_DEPTH_LOW_HZ: Final = 8  # LVL_DEPTH when HZ <= 100
 REFERENCE_HZ: Final = 250  # CONFIG_HZ of the 6.18 box the kernel notes were measured on
+
+# --- TIME_WAIT limit defaults (net/ipv4/tcp_ipv4.c tcp_set_hashinfo()) ---------------------
+# tcp_max_tw_buckets defaults to half the entries of the namespace's established hash. The
+# hash size is chosen at boot from RAM (alloc_large_system_hash); 262144 is what common
+# hosts get [measured on 6.18: tcp_ehash_entries -262144, tcp_max_tw_buckets 131072].
+TCP_MAX_TW_BUCKETS_EHASH_DIVISOR: Final = 2
+TCP_EHASH_ENTRIES_TYPICAL: Final = 262144
+# "tcp: randomize tcp timestamp offsets for each connection" (4.10): from this release to the
+# removal of tcp_tw_recycle (4.12) its per-peer timestamp check misfired for every client.
+TCP_TS_OFFSET_RANDOMIZED_SINCE: Final = (4, 10)
+
+# --- Orphans, accept queue, descriptors (closing-state rules) -----------------------------
+# tcp_out_of_resources() (net/ipv4/tcp_timer.c) doubles an orphan's weight in
+# tcp_too_many_orphans(orphans << shift > tcp_max_orphans) once for being idle longer than
+# 2 x TCP_RTO_MAX (or probing a zero window) and once more for a soft error (ICMP), so the
+# most penalised orphans are killed past tcp_max_orphans >> 2.
+TCP_ORPHAN_PENALTY_SHIFT_MAX: Final = 2
+# sk_acceptq_is_full() (include/net/inet_connection_sock.h): sk_ack_backlog >
+# sk_max_ack_backlog, so listen(N) queues N + 1 connections before it drops [measured].
+ACCEPT_QUEUE_SLACK: Final = 1
+INR_OPEN_CUR: Final = 1024  # include/uapi/linux/fs.h: the soft RLIMIT_NOFILE init starts with
