@@ -41,7 +41,7 @@ class Evidence:
     unit: str = ""  # "s", "ms", "sockets", "conn/s", "%", ...
 
     def text(self) -> str:
-        if not self.unit:
+        if not self.unit or self.value is None:
             # Unitless numbers are mostly identifiers (pids, ports): no digit grouping.
             return (
                 str(self.value)
