@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tcpdoctor.diagnose.context import Context, DoctorOptions
+from tcpdoctor.kernel.constants import TCP_EHASH_ENTRIES_TYPICAL, TCP_MAX_TW_BUCKETS_EHASH_DIVISOR
 from tcpdoctor.kernel.counters import Counters, Sockstat
 from tcpdoctor.kernel.states import TcpState, TimerCode
 from tcpdoctor.kernel.sysctls import ALL_SYSCTLS, SysctlValue
@@ -69,11 +70,20 @@ def sockets(socks: Sequence[Sock]) -> tuple[np.ndarray, np.ndarray]:
     return rows, info
 
 
+# Knobs whose default depends on the machine, at what a typical host has (a 0 would mean
+# "no TIME_WAIT at all" to the rules).
+_MACHINE_DEFAULTS: dict[str, SysctlValue | None] = {
+    "net.ipv4.tcp_max_tw_buckets": TCP_EHASH_ENTRIES_TYPICAL // TCP_MAX_TW_BUCKETS_EHASH_DIVISOR,
+    "net.ipv4.tcp_max_orphans": TCP_EHASH_ENTRIES_TYPICAL // 2,
+    "net.ipv4.tcp_max_syn_backlog": 1024,
+}
+
+
 def sysctl_values(overrides: Mapping[str, SysctlValue | None] | None = None) -> SysctlValues:
     """Every catalogued knob at its compiled-in default (or 0 when the default depends on
     the machine), with `overrides` by full or short name; None marks a knob absent."""
     by_short = {spec.short_name: spec.name for spec in ALL_SYSCTLS}
-    wanted = {by_short.get(k, k): v for k, v in (overrides or {}).items()}
+    wanted = {**_MACHINE_DEFAULTS, **{by_short.get(k, k): v for k, v in (overrides or {}).items()}}
     readings = []
     for spec in ALL_SYSCTLS:
         value = wanted.get(spec.name, spec.default if spec.default is not None else 0)
