@@ -109,9 +109,18 @@ def test_closewait_owners_and_memory_reported(quick: tuple[dict[str, Any], str])
 def test_targets_and_table_printed(quick: tuple[dict[str, Any], str]) -> None:
     result, stdout = quick
     statuses = {check["target"]: check["status"] for check in result["targets"]}
-    assert len(statuses) == 4
+    assert len(statuses) == 5  # snapshot, scan --json, doctor, owners, memory
     assert set(statuses.values()) <= {"PASS", "FAIL"}  # every check had numbers to compare
-    for column in ("snapshot call", "scan --json", "ss -tan", "ss -tanp", "psutil", "pyroute2"):
+    columns = (
+        "snapshot call",
+        "scan --json",
+        "doctor",
+        "ss -tan",
+        "ss -tanp",
+        "psutil",
+        "pyroute2",
+    )
+    for column in columns:
         assert column in stdout
     for key in ("cpu", "cores", "ram_gib", "kernel", "python", "numpy", "ss"):
         assert result["machine"].get(key), key
