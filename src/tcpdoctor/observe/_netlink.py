@@ -21,7 +21,6 @@ import numpy as np
 
 from tcpdoctor.errors import KernelInterfaceError, PermissionDenied
 from tcpdoctor.kernel import abi
-from tcpdoctor.kernel.states import TcpState
 from tcpdoctor.observe._records import (
     INFO_DTYPE,
     SOCKET_DTYPE,
@@ -41,6 +40,7 @@ _ERRNO = struct.Struct("<i")
 _MSG_START = abi.NLMSG_HDRLEN
 _ATTR_START = abi.NLMSG_HDRLEN + abi.INET_DIAG_MSG_LEN
 _seq = itertools.count(1)
+_MARK_SIZE = 4  # INET_DIAG_MARK payload: a u32
 _MIN_RUN = 8  # shorter runs are cheaper to walk one by one than to check with numpy
 _HDR_DTYPE = np.dtype([("len", "<u4"), ("type", "<u2"), ("flags", "<u2"), ("seq", "<u4")])
 
@@ -65,30 +65,13 @@ def dump_tcp(
     sock = _open_socket()
     try:
         interrupted = [
-            _dump_family_retrying(sock, fam, mask, sockets, info, ask_info=ask)
-            for fam in families
-            for mask, ask in _requests(states_mask, want_info)
+            _dump_family_retrying(sock, fam, states_mask, sockets, info) for fam in families
         ]
     finally:
         sock.close()
     return DumpResult(
         sockets.result(), info.result() if info is not None else None, any(interrupted)
     )
-
-
-def _requests(states_mask: int, want_info: bool) -> list[tuple[int, bool]]:
-    """(state mask, ask for tcp_info) per dump request.
-
-    Minisocks (TIME_WAIT, and FIN_WAIT2 ones) never carry tcp_info, yet with INFO asked
-    every message would be searched for it; on a host with a million TIME_WAITs that
-    search is most of the work, so they get a request of their own without it. The
-    FIN_WAIT2 state mixes full sockets and minisocks and stays with the full sockets.
-    """
-    if not want_info:
-        return [(states_mask, False)]
-    time_wait = states_mask & (1 << TcpState.TIME_WAIT)
-    rest = states_mask & ~time_wait
-    return [(mask, ask) for mask, ask in ((rest, True), (time_wait, False)) if mask]
 
 
 def _expected_sockets() -> int:
@@ -121,12 +104,15 @@ class _RowSink:
         self.array = np.empty(max(expected, 16), dtype=dtype)
         self.count = 0
 
-    def extend(self, rows: np.ndarray) -> None:
-        end = self.count + len(rows)
+    def _reserve(self, end: int) -> None:
         if end > len(self.array):
             grown = np.empty(max(end, len(self.array) * 2), dtype=self.array.dtype)
             grown[: self.count] = self.array[: self.count]
             self.array = grown
+
+    def extend(self, rows: np.ndarray) -> None:
+        end = self.count + len(rows)
+        self._reserve(end)
         self.array[self.count : end] = rows
         self.count = end
 
@@ -158,8 +144,6 @@ def _dump_family_retrying(
     states_mask: int,
     sockets: _RowSink,
     info: _RowSink | None,
-    *,
-    ask_info: bool = True,
 ) -> bool:
     """Dump one family into the sinks; True if every attempt was flagged inconsistent."""
     marks = (sockets.count, info.count if info is not None else 0)
@@ -170,7 +154,7 @@ def _dump_family_retrying(
         if info is not None:
             info.count = marks[1]
         try:
-            interrupted = _dump_family(sock, family, states_mask, sockets, info, ask_info)
+            interrupted = _dump_family(sock, family, states_mask, sockets, info)
         except OSError as err:
             if err.errno != errno.ENOBUFS:
                 raise _translate(err) from err
@@ -190,13 +174,11 @@ def _dump_family(
     states_mask: int,
     sockets: _RowSink,
     info: _RowSink | None,
-    ask_info: bool,
 ) -> bool:
     seq = next(_seq)
-    asking = info is not None and ask_info
-    ext = 1 << (abi.INET_DIAG_INFO - 1) if asking else 0
+    ext = 1 << (abi.INET_DIAG_INFO - 1) if info is not None else 0
     sock.send(_request(family, states_mask, ext, seq))
-    reader = _BatchReader(sockets, info, asking)
+    reader = _BatchReader(sockets, info)
     while not reader.done:
         reader.receive(sock, seq)
     reader.finish()
@@ -211,7 +193,7 @@ def parse_dump(data: bytes, seq: int, *, want_info: bool = False) -> DumpResult:
     """
     sockets = _RowSink(SOCKET_DTYPE, 0)
     info = _RowSink(INFO_DTYPE, 0) if want_info else None
-    reader = _BatchReader(sockets, info, want_info)
+    reader = _BatchReader(sockets, info)
     for chunk in _datagrams(data, _MAX_DATAGRAM // 2):
         if reader.done:
             break
@@ -267,10 +249,10 @@ class _BatchReader:
     copied out of the buffer through a strided view that has a record at every word.
     """
 
-    def __init__(self, sockets: _RowSink, info: _RowSink | None, ask_info: bool) -> None:
+    def __init__(self, sockets: _RowSink, info: _RowSink | None) -> None:
         self.sink = sockets
-        self.info_sink = info  # kept aligned with sockets: rows without tcp_info get -1s
-        self.want_info = ask_info and info is not None
+        self.info_sink = info  # aligned with sockets: rows without tcp_info read -1
+        self.want_info = info is not None
         self.buffer = bytearray(_BATCH_BYTES)
         self.view = memoryview(self.buffer)
         self.words = self.view.cast("I")  # netlink headers are in host byte order
@@ -285,7 +267,7 @@ class _BatchReader:
         )
         self.used = 0
         self.starts: list[np.ndarray] = []  # word indexes of accepted messages in the batch
-        self.info_spans: list[tuple[int, int]] = []
+        self.info_spans: list[np.ndarray] = []  # (payload offset, length) rows, 0 = none
         self.interrupted = False
         self.done = False
 
@@ -362,11 +344,16 @@ class _BatchReader:
         accepted = index[data]
         self.starts.append(accepted)
         if self.want_info:
-            for word in accepted.tolist():
-                length = int(self.words[word])
-                self.info_spans.append(
-                    _find_attr(self.buffer, word * 4, length, abi.INET_DIAG_INFO)
+            # Minisocks (TIME_WAIT, FIN_WAIT2) and request sockets carry at most a mark
+            # attribute (4 bytes of payload): a message with no room for more holds no
+            # tcp_info and is not searched, which is most of a busy host's messages.
+            lengths = headers["len"][data]
+            spans = np.zeros((len(accepted), 2), dtype=np.intp)
+            for at in np.flatnonzero(lengths > _ATTR_START + abi.NLA_HDRLEN + _MARK_SIZE):
+                spans[at] = _find_attr(
+                    self.buffer, int(accepted[at]) * 4, int(lengths[at]), abi.INET_DIAG_INFO
                 )
+            self.info_spans.append(spans)
 
     def _control(
         self, index: np.ndarray, headers: np.ndarray, fresh: np.ndarray, data: np.ndarray
@@ -397,14 +384,10 @@ class _BatchReader:
 
     def _flush(self) -> None:
         if self.starts:
-            rows = self.rows[np.concatenate(self.starts)]
-            self.sink.extend(rows)
-            if self.want_info:
+            self.sink.extend(self.rows[np.concatenate(self.starts)])
+            if self.info_sink is not None:
                 raw = np.frombuffer(self.buffer, dtype=np.uint8, count=self.used)
-                assert self.info_sink is not None
-                self.info_sink.extend(_gather_info(raw, self.info_spans))
-            elif self.info_sink is not None:
-                self.info_sink.extend(empty_info(len(rows)))
+                self.info_sink.extend(_gather_info(raw, np.concatenate(self.info_spans)))
         self.starts.clear()
         self.info_spans.clear()
         self.used = 0
@@ -428,12 +411,11 @@ def _find_attr(buf: bytearray, offset: int, length: int, wanted: int) -> tuple[i
     return 0, 0
 
 
-def _gather_info(raw: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
+def _gather_info(raw: np.ndarray, spans: np.ndarray) -> np.ndarray:
     info = empty_info(len(spans))
-    if not spans:
+    if not len(spans):
         return info
-    table = np.asarray(spans, dtype=np.intp)
-    starts, lengths = table[:, 0], table[:, 1]
+    starts, lengths = spans[:, 0], spans[:, 1]
     for name, field_offset, kind in TCP_INFO_FIELDS:
         dtype = np.dtype(kind)
         present = lengths >= field_offset + dtype.itemsize

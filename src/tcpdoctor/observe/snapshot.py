@@ -6,9 +6,9 @@ import enum
 import os
 import socket
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 import numpy as np
 
@@ -23,6 +23,8 @@ from tcpdoctor.observe.netns import NetnsId, NetnsTarget
 if TYPE_CHECKING:
     from tcpdoctor.observe.counters import CounterSnapshot
     from tcpdoctor.observe.sysctls import SysctlValues
+
+T = TypeVar("T")
 
 DEFAULT_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
@@ -76,6 +78,14 @@ class Snapshot:
     info: np.ndarray | None = None  # INFO_DTYPE rows aligned with sockets, when asked
     sysctls: SysctlValues | None = None  # the namespace's lifecycle knobs, when asked
     counters: CounterSnapshot | None = None  # netstat/snmp/sockstat, when asked
+    # Aggregates derived from the rows, computed once however many readers ask.
+    _memo: dict[Hashable, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def memo(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """The value for `key`, computed on first use (rows never change)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return cast(T, self._memo[key])
 
     def __len__(self) -> int:
         return len(self.sockets)
@@ -90,7 +100,7 @@ class Snapshot:
 
     def select(self, mask: np.ndarray) -> Snapshot:
         info = self.info[mask] if self.info is not None else None
-        return replace(self, sockets=self.sockets[mask], info=info)
+        return replace(self, sockets=self.sockets[mask], info=info, _memo={})
 
     def rows(self) -> Iterator[SocketRow]:
         sockets = self.sockets

@@ -85,17 +85,36 @@ def summarize(
 
 
 def _group(columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(index of one row per group, group id of every row) for rows keyed on `columns`."""
-    # The key columns are copied into one packed record so that np.unique compares
-    # exactly those bytes and nothing else.
-    rows = len(next(iter(columns.values())))
-    packed = np.empty(
-        rows, dtype=[(name, col.dtype, col.shape[1:]) for name, col in columns.items()]
-    )
-    for name, column in columns.items():
-        packed[name] = column
-    keys = packed.view(np.dtype((np.void, packed.dtype.itemsize))).reshape(-1)
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    """(index of one row per group, group id of every row) for rows keyed on `columns`.
+
+    Rows are grouped on a 64-bit hash of their key, which sorts far faster than the
+    key bytes; a hash collision is detected (two different keys in one group) and then
+    the exact byte comparison is used instead.
+    """
+    flat = [c.reshape(len(c), int(np.prod(c.shape[1:]))) for c in columns.values()]
+    # A word equal in every row cannot split groups: leave it out (IPv4 rows leave
+    # three address words at zero, and most hosts have one local address).
+    varying = [w for col in flat for w in col.T if len(w) and w.min() != w.max()]
+    rows = len(flat[0])
+    if not varying:
+        return np.zeros(min(rows, 1), dtype=np.intp), np.zeros(rows, dtype=np.intp)
+    words = np.stack([w.astype(np.uint64) for w in varying], axis=1)
+    digest = np.zeros(len(words), dtype=np.uint64)
+    for column in words.T:
+        digest = digest * _HASH_MULTIPLIER + column + np.uint64(1)
+    _, first, inverse = np.unique(digest, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    if np.array_equal(words, words[first[inverse]]):
+        return first, inverse
+    return _group_exact(words)
+
+
+_HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio, odd
+
+
+def _group_exact(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keys = np.ascontiguousarray(words).view(np.dtype((np.void, words.shape[1] * 8)))
+    _, first, inverse = np.unique(keys.reshape(-1), return_index=True, return_inverse=True)
     return first, inverse.reshape(-1)
 
 
@@ -148,27 +167,63 @@ def client_mask(snapshot: Snapshot, port_range: tuple[int, int]) -> np.ndarray:
     return mask
 
 
+@dataclass(frozen=True, eq=False)
+class ClientGroups:
+    """connect()-side sockets grouped by (family, local address, remote address, remote
+    port): the unit of ephemeral-port capacity. Computed once per snapshot."""
+
+    rows: np.ndarray  # indexes into snapshot.sockets, group after group
+    starts: np.ndarray  # where each group starts in `rows`
+    sizes: np.ndarray  # sockets per group
+    order: np.ndarray  # group ids, most sockets first
+
+    def members(self, group: int) -> np.ndarray:
+        start = int(self.starts[group])
+        return self.rows[start : start + int(self.sizes[group])]
+
+
+def client_groups(snapshot: Snapshot, port_range: tuple[int, int]) -> ClientGroups:
+    return snapshot.memo(
+        ("client_groups", port_range), lambda: _client_groups(snapshot, port_range)
+    )
+
+
+def _client_groups(snapshot: Snapshot, port_range: tuple[int, int]) -> ClientGroups:
+    index = np.flatnonzero(client_mask(snapshot, port_range))
+    if not len(index):
+        empty = np.zeros(0, dtype=np.intp)
+        return ClientGroups(empty, empty, empty, empty)
+    sockets = snapshot.sockets[index]
+    _, group = _group({f: sockets[f] for f in ("family", "src", "dst", "dport")})
+    sizes = np.bincount(group)
+    by_group = np.argsort(group, kind="stable")
+    return ClientGroups(
+        rows=index[by_group],
+        starts=np.cumsum(sizes) - sizes,
+        sizes=sizes,
+        order=np.argsort(-sizes, kind="stable"),
+    )
+
+
 def port_use(
     snapshot: Snapshot, port_range: tuple[int, int], capacity: int, top: int
 ) -> tuple[PortUse, ...]:
-    sockets = snapshot.sockets[client_mask(snapshot, port_range)]
-    if not len(sockets):
+    groups = client_groups(snapshot, port_range)
+    chosen = groups.order[:top].tolist()
+    if not chosen:
         return ()
-    first, group = _group({f: sockets[f] for f in ("family", "src", "dst", "dport")})
-    totals = np.bincount(group)
-    waits = np.bincount(group, weights=sockets["state"] == TcpState.TIME_WAIT)
-    order = np.argsort(-totals, kind="stable")[:top]
-    heads = sockets[first[order]]
+    heads = snapshot.sockets[groups.rows[groups.starts[chosen]]]
     local = format_column(heads["family"], heads["src"])
     remote = format_column(heads["family"], heads["dst"])
+    states = snapshot.sockets["state"]
     return tuple(
         PortUse(
             local_address=local[rank],
             remote_address=remote[rank],
             remote_port=int(heads["dport"][rank]),
-            in_use=int(totals[gid]),
-            time_wait=int(waits[gid]),
+            in_use=int(groups.sizes[gid]),
+            time_wait=int(np.count_nonzero(states[groups.members(gid)] == TcpState.TIME_WAIT)),
             capacity=capacity,
         )
-        for rank, gid in enumerate(order.tolist())
+        for rank, gid in enumerate(chosen)
     )

@@ -32,7 +32,7 @@ from tcpdoctor.kernel.timing import ConnectionRateLimit, PortCapacity, max_conne
 from tcpdoctor.observe._records import TCPI_OPT_TIMESTAMPS
 from tcpdoctor.observe.addresses import format_column, is_loopback
 from tcpdoctor.observe.snapshot import Snapshot
-from tcpdoctor.observe.summary import client_mask
+from tcpdoctor.observe.summary import client_groups, client_mask
 
 T = TypeVar("T")
 
@@ -187,19 +187,6 @@ class Destination:
         ]
 
 
-def _grouped(sockets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(first row of each group, group of each row) keyed on family, src, dst, dport."""
-    keys = np.empty(
-        len(sockets),
-        dtype=[("family", "u1"), ("src", ">u4", (4,)), ("dst", ">u4", (4,)), ("dport", ">u2")],
-    )
-    for name in ("family", "src", "dst", "dport"):
-        keys[name] = sockets[name]
-    flat = keys.view(np.dtype((np.void, keys.dtype.itemsize))).reshape(-1)
-    _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
-    return first, inverse.reshape(-1)
-
-
 def destinations(
     snapshot: Snapshot,
     port_range: tuple[int, int],
@@ -210,31 +197,22 @@ def destinations(
 ) -> list[Destination]:
     """Destinations, busiest first: those holding at least `min_in_use` ports, plus the
     `top` busiest whatever they hold."""
-    mask = client_mask(snapshot, port_range)
-    sockets = snapshot.sockets[mask]
-    if not len(sockets):
-        return []
-    info = snapshot.info[mask] if snapshot.info is not None else None
-    first, group = _grouped(sockets)
-    totals = np.bincount(group)
-    order = np.argsort(-totals, kind="stable")
+    groups = client_groups(snapshot, port_range)
     keep = [
-        int(g) for rank, g in enumerate(order.tolist()) if rank < top or totals[g] >= min_in_use
+        gid
+        for rank, gid in enumerate(groups.order.tolist())
+        if rank < top or groups.sizes[gid] >= min_in_use
     ]
     if not keep:
         return []
-    heads = sockets[first[keep]]
+    heads = snapshot.sockets[groups.rows[groups.starts[keep]]]
     local = format_column(heads["family"], heads["src"])
     remote = format_column(heads["family"], heads["dst"])
     loop = is_loopback(heads["family"], heads["src"]) | is_loopback(heads["family"], heads["dst"])
-    # Rows sorted by group once, so each kept group is a slice (not a pass over all rows).
-    by_group = np.argsort(group, kind="stable")
-    starts = np.cumsum(totals) - totals
     return [
         _destination(
-            sockets,
-            info,
-            by_group[starts[gid] : starts[gid] + totals[gid]],
+            snapshot,
+            groups.members(gid),
             heads[i],
             local[i],
             remote[i],
@@ -246,8 +224,7 @@ def destinations(
 
 
 def _destination(
-    sockets: np.ndarray,
-    info: np.ndarray | None,
+    snapshot: Snapshot,
     rows: np.ndarray,
     head: np.void,
     local: str,
@@ -255,7 +232,8 @@ def _destination(
     loopback: bool,
     reuse_delay_ms: int,
 ) -> Destination:
-    mine = sockets[rows]
+    mine = snapshot.sockets[rows]
+    info = snapshot.info[rows] if snapshot.info is not None else None
     states = mine["state"]
     tw = states == TcpState.TIME_WAIT
     # A TIME_WAIT's age is TCP_TIMEWAIT_LEN minus what is left on its timer.
@@ -273,7 +251,7 @@ def _destination(
         established=int(established.sum()),
         reusable_time_wait=int((tw & (age_ms >= reuse_delay_ms)).sum()),
         loopback=loopback,
-        peer_timestamps=_peer_timestamps(info[rows][established] if info is not None else None),
+        peer_timestamps=_peer_timestamps(info[established] if info is not None else None),
         inodes=tuple(int(i) for i in mine["inode"][mine["inode"] != 0]),
     )
 
