@@ -9,7 +9,6 @@ The catalogues in src/tcpdoctor/kernel/ are the source of truth; the Markdown is
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,6 +16,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # Render the tree this script sits in, not whatever copy of tcpdoctor is installed.
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from _docgen import run  # noqa: E402
 
 from tcpdoctor.kernel.counters import ALL_COUNTERS, CounterSource, CounterSpec  # noqa: E402
 from tcpdoctor.kernel.sysctls import ALL_SYSCTLS, KernelVersion, SysctlSpec  # noqa: E402
@@ -135,22 +137,7 @@ def outputs() -> dict[Path, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--check", action="store_true", help="fail if the docs are stale")
-    args = parser.parse_args(argv)
-    stale = [path for path, text in outputs().items() if _read(path) != text]
-    if args.check:
-        for path in stale:
-            print(f"{path.relative_to(ROOT)} is stale; run scripts/gen_catalogue_docs.py")
-        return 1 if stale else 0
-    for path, text in outputs().items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    return 0
-
-
-def _read(path: Path) -> str | None:
-    return path.read_text(encoding="utf-8") if path.exists() else None
+    return run(__doc__.splitlines()[0] if __doc__ else "", outputs, argv)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ BEGIN/END markers is, the prose around it is written by hand.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,6 +18,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # Render the tree this script sits in, not whatever copy of tcpdoctor is installed.
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from _docgen import read, run  # noqa: E402
 
 from tcpdoctor.explain import (  # noqa: E402
     Topic,
@@ -281,30 +283,14 @@ def render_concepts(current: str) -> str:
 
 
 def outputs() -> dict[Path, str]:
-    concepts = _read(CONCEPTS_MD)
+    concepts = read(CONCEPTS_MD)
     if concepts is None:
         raise FileNotFoundError(CONCEPTS_MD)
     return {EXPLAIN_MD: render_explain(), CONCEPTS_MD: render_concepts(concepts)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--check", action="store_true", help="fail if the docs are stale")
-    args = parser.parse_args(argv)
-    results = outputs()
-    stale = [path for path, text in results.items() if _read(path) != text]
-    if args.check:
-        for path in stale:
-            print(f"{path.relative_to(ROOT)} is stale; run scripts/gen_explain_docs.py")
-        return 1 if stale else 0
-    for path, text in results.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    return 0
-
-
-def _read(path: Path) -> str | None:
-    return path.read_text(encoding="utf-8") if path.exists() else None
+    return run(__doc__.splitlines()[0] if __doc__ else "", outputs, argv)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ evidence; the Markdown is derived from them so the two cannot drift.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import inspect
 import sys
@@ -19,6 +18,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # Render the tree this script sits in, not whatever copy of tcpdoctor is installed.
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from _docgen import run  # noqa: E402
 
 from tcpdoctor.diagnose.rules import all_rules  # noqa: E402
 
@@ -51,19 +53,8 @@ def render_rules() -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if docs/rules.md is stale")
-    args = parser.parse_args()
-    text = render_rules()
-    if args.check:
-        current = RULES_MD.read_text(encoding="utf-8") if RULES_MD.exists() else ""
-        if current != text:
-            print(f"{RULES_MD} is stale: run scripts/gen_rules_docs.py", file=sys.stderr)
-            return 1
-        return 0
-    RULES_MD.write_text(text, encoding="utf-8")
-    return 0
+def main(argv: list[str] | None = None) -> int:
+    return run(__doc__.splitlines()[0] if __doc__ else "", lambda: {RULES_MD: render_rules()}, argv)
 
 
 if __name__ == "__main__":
