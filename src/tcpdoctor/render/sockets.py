@@ -70,21 +70,28 @@ def write_text(
 
 # Each JSON field of a row is one piece, key included (',"rqueue":0'), taken from a table
 # of the distinct values: hosts have millions of sockets but few distinct states, ports,
-# queue sizes or addresses. zip() and str.join then glue the pieces in C.
+# queue sizes or addresses. A field with one value in every row is a plain string, and
+# neighbouring plain strings are merged, so a column of TIME_WAITs is a handful of
+# pieces. zip() and str.join then glue the pieces in C.
+Piece = str | list[str]  # the same text in every row, or one text per row
 
 
-def _enum_field(
-    key: str, labels: Mapping[int, str], column: np.ndarray, lead: str = ","
-) -> list[str]:
+def _constant(column: np.ndarray) -> bool:
+    return len(column) > 0 and bool((column == column[0]).all())
+
+
+def _enum_field(key: str, labels: Mapping[int, str], column: np.ndarray, lead: str = ",") -> Piece:
+    if _constant(column):
+        return f'{lead}"{key}":"{labels.get(int(column[0]), str(int(column[0])))}"'
     table = np.array([f'{lead}"{key}":"{labels.get(i, str(i))}"' for i in range(256)], dtype=object)
     return list(table[column].tolist())
 
 
-def _number_field(key: str, column: np.ndarray) -> Iterable[str]:
+def _number_field(key: str, column: np.ndarray) -> Piece:
     values = column.astype(np.int64)
     prefix = f',"{key}":'
-    if len(values) and values.min() == values.max():
-        return repeat(prefix + str(int(values[0])))  # e.g. every TIME_WAIT's uid and inode
+    if _constant(values):
+        return prefix + str(int(values[0]))
     if len(values) and values.min() >= 0 and values.max() <= 0xFFFF:
         present = np.flatnonzero(np.bincount(values, minlength=1))
         table = np.empty(int(present[-1]) + 1, dtype=object)
@@ -95,8 +102,9 @@ def _number_field(key: str, column: np.ndarray) -> Iterable[str]:
     return list(texts[inverse.reshape(-1)].tolist())
 
 
-def _address_field(key: str, families: np.ndarray, words: np.ndarray) -> list[str]:
-    return list(format_column(families, words, template=f',"{key}":"%s"').tolist())
+def _address_field(key: str, families: np.ndarray, words: np.ndarray) -> Piece:
+    texts = format_column(families, words, template=f',"{key}":"%s"')
+    return str(texts[0]) if _constant(texts) else list(texts.tolist())
 
 
 def _json_columns(
@@ -106,7 +114,7 @@ def _json_columns(
 ) -> list[Iterable[str]]:
     """Every row's JSON text as columns of pieces (docs/json.md for the keys)."""
     s = sockets
-    columns: list[Iterable[str]] = [
+    pieces: list[Piece] = [
         _enum_field("state", STATE_LABELS, s["state"], lead="{"),
         _enum_field("family", FAMILY_NAMES, s["family"]),
         _address_field("local_address", s["family"], s["src"]),
@@ -117,10 +125,30 @@ def _json_columns(
         *(_number_field(key, s[key]) for key in _NUMBER_KEYS),
     ]
     if owners is not None:
-        columns.append([_owner_json(owners.get(i, ())) for i in s["inode"].tolist()])
+        pieces.append([_owner_json(owners.get(i, ())) for i in s["inode"].tolist()])
     if info is not None:
-        columns += [repeat(',"info":'), _info_dicts(info)]
-    columns.append(repeat("}"))
+        pieces += [',"info":', _info_dicts(info)]
+    pieces.append("}")
+    return _merge_constants(pieces, len(s))
+
+
+def _merge_constants(pieces: list[Piece], rows: int) -> list[Iterable[str]]:
+    """Adjacent constant pieces become one endless repeat(); the per-row lists set the
+    length of the zip, and when every piece is constant one list does."""
+    if all(isinstance(piece, str) for piece in pieces):
+        return [["".join(p for p in pieces if isinstance(p, str))] * rows]
+    columns: list[Iterable[str]] = []
+    pending = ""
+    for piece in pieces:
+        if isinstance(piece, str):
+            pending += piece
+            continue
+        if pending:
+            columns.append(repeat(pending))
+            pending = ""
+        columns.append(piece)
+    if pending:
+        columns.append(repeat(pending))
     return columns
 
 
