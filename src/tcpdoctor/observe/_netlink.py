@@ -40,7 +40,7 @@ _ERRNO = struct.Struct("<i")
 _MSG_START = abi.NLMSG_HDRLEN
 _ATTR_START = abi.NLMSG_HDRLEN + abi.INET_DIAG_MSG_LEN
 _seq = itertools.count(1)
-_MARK_SIZE = 4  # INET_DIAG_MARK payload: a u32
+_SMALL_ATTR = abi.NLA_HDRLEN + 4  # one attribute with a 4-byte payload, like the mark
 _MIN_RUN = 8  # shorter runs are cheaper to walk one by one than to check with numpy
 _HDR_DTYPE = np.dtype([("len", "<u4"), ("type", "<u2"), ("flags", "<u2"), ("seq", "<u4")])
 
@@ -258,6 +258,10 @@ class _BatchReader:
         self.words = self.view.cast("I")  # netlink headers are in host byte order
         words = len(self.buffer) // 4
         self.headers = np.ndarray((words - 3,), dtype=_HDR_DTYPE, buffer=self.buffer, strides=(4,))
+        # The type field of an attribute starting at any word (nla_type follows nla_len).
+        self.attr_types = np.ndarray(
+            (words - 1,), dtype="<u2", buffer=self.buffer, offset=2, strides=(4,)
+        )
         self.rows = np.ndarray(
             ((len(self.buffer) - _ATTR_START) // 4 + 1,),
             dtype=SOCKET_DTYPE,
@@ -345,11 +349,17 @@ class _BatchReader:
         self.starts.append(accepted)
         if self.want_info:
             # Minisocks (TIME_WAIT, FIN_WAIT2) and request sockets carry at most a mark
-            # attribute (4 bytes of payload): a message with no room for more holds no
-            # tcp_info and is not searched, which is most of a busy host's messages.
+            # attribute: a message with no attribute, or with a single mark, holds no
+            # tcp_info and is not searched; that is most of a busy host's messages.
             lengths = headers["len"][data]
+            # (clipped: a message without attributes may end at the end of the buffer)
+            first_attr = np.minimum(accepted + _ATTR_START // 4, len(self.attr_types) - 1)
+            lone_type = self.attr_types[first_attr]
+            searched = (lengths > _ATTR_START + _SMALL_ATTR) | (
+                (lengths > _ATTR_START) & (lone_type & abi.NLA_TYPE_MASK != abi.INET_DIAG_MARK)
+            )
             spans = np.zeros((len(accepted), 2), dtype=np.intp)
-            for at in np.flatnonzero(lengths > _ATTR_START + abi.NLA_HDRLEN + _MARK_SIZE):
+            for at in np.flatnonzero(searched):
                 spans[at] = _find_attr(
                     self.buffer, int(accepted[at]) * 4, int(lengths[at]), abi.INET_DIAG_INFO
                 )
@@ -423,11 +433,11 @@ def _gather_info(raw: np.ndarray, spans: np.ndarray) -> np.ndarray:
             continue
         index = (starts[present] + field_offset)[:, None] + np.arange(dtype.itemsize)
         values = raw[index].view(dtype).reshape(-1)
-        if dtype.itemsize == 8:
-            # Stored as int64 so that -1 can mean "absent"; a u64 beyond that range is
-            # no real counter value, only a corrupt message, and is clamped.
-            values = np.minimum(values, np.uint64(np.iinfo(np.int64).max))
-        info[name][present] = values.astype(np.int64)
+        target = info.dtype[name]
+        # Beyond the signed range there is no real value, only "unset" (~0U) or a corrupt
+        # message: clamp rather than wrap to a negative that would read as "absent".
+        values = np.minimum(values, np.array(np.iinfo(target).max).astype(dtype))
+        info[name][present] = values.astype(target)
     return info
 
 

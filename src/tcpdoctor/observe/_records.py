@@ -63,8 +63,12 @@ TCP_INFO_FIELDS: Final[tuple[tuple[str, int, str], ...]] = (
     ("bytes_retrans", 208, "<u8"),
 )
 
-# Stored widened to int64 so "absent" can be -1 whatever the kernel field width.
-INFO_DTYPE: Final = np.dtype([(name, "<i8") for name, _, _ in TCP_INFO_FIELDS])
+# Stored signed so that -1 can mean "absent": u8 kernel fields as int64, the narrower ones
+# as int32 (half the memory per socket); a u32 value above 2^31 - 1 (e.g. a socket idle
+# for 25 days, or min_rtt's "no sample" ~0U) is stored clamped at that maximum.
+INFO_DTYPE: Final = np.dtype(
+    [(name, "<i8" if np.dtype(kind).itemsize == 8 else "<i4") for name, _, kind in TCP_INFO_FIELDS]
+)
 
 # tcpi_options bits (include/uapi/linux/tcp.h).
 TCPI_OPT_TIMESTAMPS: Final = 1

@@ -22,7 +22,7 @@ def format_column(families: np.ndarray, words: np.ndarray, template: str = "%s")
 
     `template` wraps each distinct address once (e.g. into a JSON field), not each row."""
     out = np.empty(len(families), dtype=object)
-    for family in np.unique(families):
+    for family in sorted(set(families.tolist())):  # np.unique would import numpy.ma
         rows = np.flatnonzero(families == family)
         if family == socket.AF_INET:
             # One word per address: sorting plain integers is much cheaper than bytes.
