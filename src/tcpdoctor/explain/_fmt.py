@@ -68,7 +68,3 @@ def sysctl_removed(name: str) -> str:
 
 def counter_added(key: str) -> str:
     return _version(COUNTERS[key].added, f"{key} (added)")
-
-
-def counter_removed(key: str) -> str:
-    return _version(COUNTERS[key].removed, f"{key} (removed)")

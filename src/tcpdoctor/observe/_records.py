@@ -74,10 +74,6 @@ INFO_DTYPE: Final = np.dtype(
 TCPI_OPT_TIMESTAMPS: Final = 1
 
 
-def empty_sockets(count: int = 0) -> np.ndarray:
-    return np.zeros(count, dtype=SOCKET_DTYPE)
-
-
 def empty_info(count: int) -> np.ndarray:
     info = np.empty(count, dtype=INFO_DTYPE)
     for name in INFO_DTYPE.names or ():

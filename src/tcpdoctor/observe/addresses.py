@@ -46,13 +46,6 @@ def _text(family: int, raw: bytes) -> str:
     return "?"
 
 
-def to_address(family: int, words: np.ndarray) -> IPAddress:
-    raw = np.asarray(words, dtype=">u4").tobytes()
-    if family == socket.AF_INET:
-        return ipaddress.IPv4Address(raw[:4])
-    return ipaddress.IPv6Address(raw)
-
-
 def match_network(families: np.ndarray, words: np.ndarray, network: IPNetwork) -> np.ndarray:
     """Boolean mask: rows whose address lies in `network` (IPv4 also matches v4-mapped v6)."""
     words = words.astype(np.uint64)
