@@ -1,0 +1,1 @@
+"""Real-kernel experiments in tdlab- network namespaces."""
