@@ -530,6 +530,36 @@ def test_attributes_are_skipped_and_info_found_among_them() -> None:
     assert info_dict(with_info, 1) == expected_info(None)  # no INFO attribute: all -1
 
 
+@pytest.mark.parametrize("mark", [0, SEQ])  # SEQ in a payload: headers are found one by one
+@pytest.mark.parametrize("layouts", [3, 12])  # 12 is more than the reader's templates
+def test_info_found_in_every_layout_of_a_long_datagram(layouts: int, mark: int) -> None:
+    """Sockets with different attributes before tcp_info (and different tcp_info lengths),
+    interleaved with minisocks (whose payload may hold our sequence number), and decoys
+    with payload bytes shaped like a tcp_info header: every row gets exactly its own
+    tcp_info, in dump order."""
+    lengths = [TCP_INFO_LEN_618, 104, 232]
+    fake_header = struct.pack("<HH", 4 + TCP_INFO_LEN_618, INET_DIAG_INFO)
+    messages, expected = [], []
+    for i in range(60):
+        if i % 3:
+            messages.append(TW4.message(nla(INET_DIAG_MARK, struct.pack("<I", mark))))
+            expected.append(expected_info(None))
+            continue
+        layout = (i // 3) % layouts
+        length = lengths[layout % len(lengths)]
+        first = nla(INET_DIAG_SHUTDOWN, b"\x00")
+        if i % 9 == 3:  # where the first layout has its tcp_info header, a look-alike
+            first = nla(INET_DIAG_CGROUP_ID, b"\0" * 4 + fake_header)
+            length = TCP_INFO_LEN_618  # long enough to hold the look-alike's tcp_info
+        before = b"".join(nla(INET_DIAG_MARK, struct.pack("<I", n)) for n in range(layout))
+        info = nla(INET_DIAG_INFO, TCP_INFO_BLOB[:length])
+        messages.append(EST6.message(first + before + info))
+        expected.append(expected_info(length))
+    result = parse_dump(b"".join(messages) + done(), SEQ, want_info=True)
+    assert len(result.sockets) == len(expected)
+    assert [info_dict(result, i) for i in range(len(expected))] == expected
+
+
 def test_info_columns_are_the_ones_checked_here() -> None:
     assert set(INFO_DTYPE.names or ()) == set(INFO_SOURCE)
 

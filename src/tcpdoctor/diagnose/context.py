@@ -4,7 +4,7 @@ socket owners on demand, and the user's options."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -122,6 +122,10 @@ class Context:
                 "(run as root to name every owner)"
             )
         return scan
+
+    def owner_map(self) -> Mapping[int, tuple[Owner, ...]]:
+        """inode -> processes holding it, for every socket some process holds."""
+        return self._owner_scan.owners
 
     def owners(self, inode: int) -> tuple[Owner, ...]:
         """Processes holding a socket (one walk of /proc, on first use)."""

@@ -23,19 +23,24 @@ class ProcessCount:
     top_peers: tuple[tuple[str, int], ...]  # (peer address, sockets)
 
 
+_NOBODY: dict[tuple[int | None, str], None] = {(None, "?"): None}
+
+
 def close_wait_by_process(ctx: Context, top: int) -> tuple[ProcessCount, ...]:
     rows = ctx.sockets[ctx.sockets["state"] == TcpState.CLOSE_WAIT]
     if not len(rows):
         return ()
     peers = format_column(rows["family"], rows["dst"]).tolist()
+    owner_map = ctx.owner_map()
     per_owner: dict[tuple[int | None, str], Counter[str]] = {}
     for inode, peer in zip(rows["inode"].tolist(), peers, strict=True):
-        owners = ctx.owners(inode) or ()
-        keys: list[tuple[int | None, str]] = [(o.pid, o.comm) for o in owners]
-        if not keys:
-            keys = [(None, "?")]
-        for key in dict.fromkeys(keys):
-            per_owner.setdefault(key, Counter())[peer] += 1
+        owners = owner_map.get(inode, ())
+        keys = dict.fromkeys((o.pid, o.comm) for o in owners) if owners else _NOBODY
+        for key in keys:
+            counts = per_owner.get(key)
+            if counts is None:
+                counts = per_owner[key] = Counter()
+            counts[peer] += 1
     ranked = sorted(per_owner.items(), key=lambda item: -sum(item[1].values()))
     return tuple(
         ProcessCount(pid, comm, sum(c.values()), tuple(c.most_common(3)))

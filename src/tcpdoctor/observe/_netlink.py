@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import itertools
+import os
 import socket
 import struct
 import sys
@@ -39,9 +40,12 @@ _ATTR = struct.Struct("<HH")
 _ERRNO = struct.Struct("<i")
 _MSG_START = abi.NLMSG_HDRLEN
 _ATTR_START = abi.NLMSG_HDRLEN + abi.INET_DIAG_MSG_LEN
-_seq = itertools.count(1)
+# Large, unlikely-looking sequence numbers: _chain() finds headers by theirs, and small
+# ones (1, 2, ...) are common words inside tcp_info and other attributes.
+_seq = itertools.count(0x5EED0000 + (os.getpid() << 4))
 _SMALL_ATTR = abi.NLA_HDRLEN + 4  # one attribute with a 4-byte payload, like the mark
-_MIN_RUN = 8  # shorter runs are cheaper to walk one by one than to check with numpy
+_MAX_TEMPLATES = 8  # attribute layouts tried before searching messages one by one
+_MIN_RUN = 8  # shorter datagrams are cheaper to walk one by one than to check with numpy
 _HDR_DTYPE = np.dtype([("len", "<u4"), ("type", "<u2"), ("flags", "<u2"), ("seq", "<u4")])
 
 
@@ -175,7 +179,7 @@ def _dump_family(
     sockets: _RowSink,
     info: _RowSink | None,
 ) -> bool:
-    seq = next(_seq)
+    seq = next(_seq) & 0xFFFFFFFF
     ext = 1 << (abi.INET_DIAG_INFO - 1) if info is not None else 0
     sock.send(_request(family, states_mask, ext, seq))
     reader = _BatchReader(sockets, info)
@@ -262,6 +266,7 @@ class _BatchReader:
         self.attr_types = np.ndarray(
             (words - 1,), dtype="<u2", buffer=self.buffer, offset=2, strides=(4,)
         )
+        self.attr_lens = np.ndarray((words,), dtype="<u2", buffer=self.buffer, strides=(4,))
         self.rows = np.ndarray(
             ((len(self.buffer) - _ATTR_START) // 4 + 1,),
             dtype=SOCKET_DTYPE,
@@ -299,9 +304,42 @@ class _BatchReader:
         self.used = (self.used + size + 3) & ~3
 
     def _walk(self, start: int, end: int, seq: int) -> None:
+        index = self._chain(start, end, seq)
+        if index is None:
+            index = self._walk_one_by_one(start, end)
+        if len(index):
+            self._classify(index, seq)
+
+    def _chain(self, start: int, end: int, seq: int) -> np.ndarray | None:
+        """Word indexes of a datagram's messages, found without a Python step per message.
+
+        Every header of our reply carries our sequence number, so each word holding it is
+        a candidate start. The candidates are the messages exactly when each one's length
+        leads to the next and the last one ends the datagram: a false candidate (payload
+        that happens to hold the number) breaks that chain, and then None sends the
+        datagram to the one-by-one walk, as does a stale reply from an earlier attempt.
+        """
+        if end - start < abi.NLMSG_HDRLEN * _MIN_RUN:
+            return None
+        first, last = start >> 2, (end - abi.NLMSG_HDRLEN) >> 2
+        found = np.flatnonzero(self.headers["seq"][first : last + 1] == seq)
+        if not len(found) or found[0] != 0:
+            return None
+        found += first
+        lengths = self.headers["len"][found].astype(np.intp)
+        following = found + ((lengths + 3) >> 2)
+        if (
+            following[-1] != (end + 3) >> 2
+            or found[-1] * 4 + lengths[-1] > end
+            or (lengths < abi.NLMSG_HDRLEN).any()
+            or not np.array_equal(following[:-1], found[1:])
+        ):
+            return None
+        return found
+
+    def _walk_one_by_one(self, start: int, end: int) -> np.ndarray:
         words = self.words
-        bulk = self._uniform_run(start, end)
-        offset = start + len(bulk) * ((words[start >> 2] + 3) & ~3) if len(bulk) else start
+        offset = start
         found: list[int] = []
         while offset < end:
             length = words[offset >> 2] if end - offset >= abi.NLMSG_HDRLEN else 0
@@ -309,31 +347,7 @@ class _BatchReader:
                 raise KernelInterfaceError(f"bad netlink message at byte {offset} of the dump")
             found.append(offset >> 2)
             offset += (length + 3) & ~3
-        index = np.asarray(found, dtype=np.intp)
-        if len(bulk):
-            index = np.concatenate((bulk, index))
-        if len(index):
-            self._classify(index, seq)
-
-    def _uniform_run(self, start: int, end: int) -> np.ndarray:
-        """Word indexes of the leading run of equally long messages in a datagram.
-
-        A datagram is usually all TIME_WAITs or all full sockets, so one strided look at
-        the length fields replaces a Python step per message. Message k of the run starts
-        at start + k*step only while every earlier length was the same, hence the run
-        stops at the first different length.
-        """
-        length = self.words[start >> 2] if end - start >= abi.NLMSG_HDRLEN else 0
-        step = (length + 3) & ~3
-        if length < _ATTR_START or end - start < step * _MIN_RUN:
-            return np.empty(0, dtype=np.intp)
-        count = (end - start) // step
-        lengths = np.ndarray(
-            (count,), dtype="<u4", buffer=self.buffer, offset=start, strides=(step,)
-        )
-        same = lengths == length
-        run = count if same.all() else int(np.argmin(same))
-        return np.arange(run, dtype=np.intp) * (step >> 2) + (start >> 2)
+        return np.asarray(found, dtype=np.intp)
 
     def _classify(self, index: np.ndarray, seq: int) -> None:
         headers = self.headers[index]
@@ -359,11 +373,52 @@ class _BatchReader:
                 (lengths > _ATTR_START) & (lone_type & abi.NLA_TYPE_MASK != abi.INET_DIAG_MARK)
             )
             spans = np.zeros((len(accepted), 2), dtype=np.intp)
-            for at in np.flatnonzero(searched):
-                spans[at] = _find_attr(
-                    self.buffer, int(accepted[at]) * 4, int(lengths[at]), abi.INET_DIAG_INFO
-                )
+            at = np.flatnonzero(searched)
+            spans[at] = self._info_spans(accepted[at] * 4, lengths[at].astype(np.intp))
             self.info_spans.append(spans)
+
+    def _info_spans(self, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """(payload offset, length) of the tcp_info attribute of each message, (0, 0) if none.
+
+        Sockets of one kind carry the same attributes in the same order, so the attribute
+        list of one message is a template: every message whose attributes before tcp_info
+        have the template's lengths has its tcp_info at the template's place (each length
+        fixes where the next attribute starts). A few templates cover a whole dump; what
+        none covers is searched one message at a time.
+        """
+        spans = np.zeros((len(starts), 2), dtype=np.intp)
+        left = np.arange(len(starts))
+        for _ in range(_MAX_TEMPLATES):
+            if not len(left):
+                return spans
+            head = int(left[0])
+            chain = _attr_chain(self.buffer, int(starts[head]), int(lengths[head]))
+            if chain[-1][1] != abi.INET_DIAG_INFO:
+                left = left[1:]  # no tcp_info in this one (spans stay 0)
+                continue
+            fits = self._matching(starts[left], lengths[left], chain)
+            place, _, size = chain[-1]
+            hits = left[fits]
+            spans[hits, 0] = starts[hits] + place + abi.NLA_HDRLEN
+            spans[hits, 1] = size - abi.NLA_HDRLEN
+            left = left[~fits]
+        for row in left.tolist():
+            spans[row] = _find_attr(
+                self.buffer, int(starts[row]), int(lengths[row]), abi.INET_DIAG_INFO
+            )
+        return spans
+
+    def _matching(
+        self, starts: np.ndarray, lengths: np.ndarray, chain: list[tuple[int, int, int]]
+    ) -> np.ndarray:
+        place, kind, size = chain[-1]
+        fits = lengths >= place + size
+        last = len(self.attr_types) - 1  # (a message that does not fit may end the buffer)
+        for offset, _, length in chain:
+            fits &= self.attr_lens[np.minimum((starts + offset) >> 2, last)] == length
+        kinds = self.attr_types[np.minimum((starts + place) >> 2, last)]
+        matched: np.ndarray = fits & (kinds & abi.NLA_TYPE_MASK == kind)
+        return matched
 
     def _control(
         self, index: np.ndarray, headers: np.ndarray, fresh: np.ndarray, data: np.ndarray
@@ -405,6 +460,21 @@ class _BatchReader:
     def finish(self) -> None:
         """Move what is still in the receive buffer into the sinks."""
         self._flush()
+
+
+def _attr_chain(buf: bytearray, offset: int, length: int) -> list[tuple[int, int, int]]:
+    """(offset in the message, type, length) of its attributes up to the first tcp_info."""
+    chain: list[tuple[int, int, int]] = []
+    pos = _ATTR_START
+    while pos + abi.NLA_HDRLEN <= length:
+        attr_len, attr_type = _ATTR.unpack_from(buf, offset + pos)
+        if attr_len < abi.NLA_HDRLEN or pos + attr_len > length:
+            raise KernelInterfaceError("bad netlink attribute length in inet_diag message")
+        chain.append((pos, attr_type & abi.NLA_TYPE_MASK, attr_len))
+        if chain[-1][1] == abi.INET_DIAG_INFO:
+            break
+        pos += (attr_len + 3) & ~3
+    return chain or [(0, 0, 0)]
 
 
 def _find_attr(buf: bytearray, offset: int, length: int, wanted: int) -> tuple[int, int]:

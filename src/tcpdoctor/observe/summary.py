@@ -84,7 +84,7 @@ def summarize(
     )
 
 
-def _group(columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def group_rows(columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(index of one row per group, group id of every row) for rows keyed on `columns`.
 
     Rows are grouped on a 64-bit hash of their key, which sorts far faster than the
@@ -133,7 +133,7 @@ def top_peers(snapshot: Snapshot, top: int) -> tuple[PeerCount, ...]:
         return ()
     inbound = np.isin(sockets["sport"], listening_ports(snapshot))
     service = np.where(inbound, sockets["sport"], sockets["dport"]).astype(np.uint16)
-    first, group = _group(
+    first, group = group_rows(
         {"family": sockets["family"], "dst": sockets["dst"], "port": service, "in": inbound}
     )
     totals = np.bincount(group)
@@ -195,7 +195,7 @@ def _client_groups(snapshot: Snapshot, port_range: tuple[int, int]) -> ClientGro
         empty = np.zeros(0, dtype=np.intp)
         return ClientGroups(empty, empty, empty, empty)
     sockets = snapshot.sockets[index]
-    _, group = _group({f: sockets[f] for f in ("family", "src", "dst", "dport")})
+    _, group = group_rows({f: sockets[f] for f in ("family", "src", "dst", "dport")})
     sizes = np.bincount(group)
     by_group = np.argsort(group, kind="stable")
     return ClientGroups(

@@ -20,6 +20,7 @@ from tcpdoctor.diagnose.context import Context
 from tcpdoctor.diagnose.model import Evidence, Severity
 from tcpdoctor.kernel.states import TcpState
 from tcpdoctor.observe.addresses import format_column
+from tcpdoctor.observe.summary import group_rows
 
 _MS_PER_S = 1000.0
 K = TypeVar("K")
@@ -55,21 +56,35 @@ UNKNOWN_HOLDER = Holder(0, "?")
 
 def holder_of(ctx: Context, inode: int) -> Holder:
     """The lowest pid holding `inode` (forked workers share sockets); UNKNOWN_HOLDER if none."""
-    if not inode:
-        return UNKNOWN_HOLDER
-    owners = ctx.owners(int(inode))
-    if not owners:
-        return UNKNOWN_HOLDER
-    first = min(owners, key=lambda owner: owner.pid)
-    return Holder(first.pid, first.comm)
+    return _holders(ctx).get(int(inode), UNKNOWN_HOLDER) if inode else UNKNOWN_HOLDER
+
+
+def _holders(ctx: Context) -> dict[int, Holder]:
+    """inode -> Holder for every socket some process holds, built once per snapshot: rules
+    ask per socket, and a CLOSE_WAIT leak means tens of thousands of sockets."""
+    return ctx.snapshot.memo("holders", lambda: _holder_map(ctx))
+
+
+def _holder_map(ctx: Context) -> dict[int, Holder]:
+    per_pid: dict[int, Holder] = {}
+    found: dict[int, Holder] = {}
+    for inode, owners in ctx.owner_map().items():
+        first = owners[0] if len(owners) == 1 else min(owners, key=lambda owner: owner.pid)
+        holder = per_pid.get(first.pid)
+        if holder is None:
+            holder = per_pid[first.pid] = Holder(first.pid, first.comm)
+        found[inode] = holder
+    return found
 
 
 def group_by_holder(ctx: Context, rows: np.ndarray) -> dict[Holder, np.ndarray]:
     """Row indices (into ctx.sockets) grouped by holding process."""
+    holders = _holders(ctx)
     inodes = ctx.sockets["inode"][rows].tolist()
+    keys = [holders.get(inode, UNKNOWN_HOLDER) for inode in inodes]
     groups: dict[Holder, list[int]] = {}
-    for row, inode in zip(rows.tolist(), inodes, strict=True):
-        groups.setdefault(holder_of(ctx, inode), []).append(row)
+    for row, holder in zip(rows.tolist(), keys, strict=True):
+        groups.setdefault(holder, []).append(row)
     return {holder: np.array(found, dtype=np.int64) for holder, found in groups.items()}
 
 
@@ -103,27 +118,29 @@ class Peer:
         return f"{host}:{self.service_port}"
 
 
-def peers_of(ctx: Context, rows: np.ndarray) -> list[Peer]:
-    """One Peer per row; a row whose local port is a listening port is inbound."""
-    if not len(rows):
-        return []
-    sockets = ctx.sockets[rows]
-    inbound = np.isin(sockets["sport"].astype(np.int64), ctx.listening_ports)
-    service = np.where(inbound, sockets["sport"], sockets["dport"]).astype(np.int64)
-    addresses = format_column(sockets["family"], sockets["dst"])
-    return [
-        Peer(str(address), int(port), bool(into))
-        for address, port, into in zip(
-            addresses.tolist(), service.tolist(), inbound.tolist(), strict=True
-        )
-    ]
+def inbound(ctx: Context, rows: np.ndarray) -> np.ndarray:
+    """Per row: the local port is a listening port, so the peer connected to us."""
+    return np.isin(ctx.sockets["sport"][rows].astype(np.int64), ctx.listening_ports)
 
 
 def group_by_peer(ctx: Context, rows: np.ndarray) -> dict[Peer, np.ndarray]:
-    groups: dict[Peer, list[int]] = {}
-    for row, peer in zip(rows.tolist(), peers_of(ctx, rows), strict=True):
-        groups.setdefault(peer, []).append(row)
-    return {peer: np.array(found, dtype=np.int64) for peer, found in groups.items()}
+    """Row indices grouped by Peer; one Peer is made per group, not per row."""
+    if not len(rows):
+        return {}
+    sockets = ctx.sockets[rows]
+    into = inbound(ctx, rows)
+    service = np.where(into, sockets["sport"], sockets["dport"]).astype(np.int64)
+    first, group = group_rows(
+        {"family": sockets["family"], "dst": sockets["dst"], "port": service, "in": into}
+    )
+    addresses = format_column(sockets["family"][first], sockets["dst"][first]).tolist()
+    order = np.argsort(group, kind="stable")
+    bounds = np.cumsum(np.bincount(group, minlength=len(first)))[:-1]
+    members = np.split(rows[order].astype(np.int64), bounds)
+    return {
+        Peer(str(address), int(service[head]), bool(into[head])): found
+        for address, head, found in zip(addresses, first.tolist(), members, strict=True)
+    }
 
 
 def top_peers_text(ctx: Context, rows: np.ndarray, top: int = 3) -> str:
@@ -197,6 +214,15 @@ def age_lower_bound_s(ctx: Context, rows: np.ndarray, state: TcpState) -> np.nda
     span = ctx.elapsed
     ages[seen] = np.fmax(ages[seen], span)
     return ages
+
+
+def by_row(ctx: Context, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """`values` (one per row of `rows`) spread over all of ctx.sockets, so a group's values
+    are `by_row(...)[group_rows]`; rows not given read NaN (or False for booleans)."""
+    fill: float | bool = False if values.dtype == np.bool_ else np.nan
+    spread = np.full(len(ctx.sockets), fill, dtype=values.dtype)
+    spread[rows] = values
+    return spread
 
 
 def max_or_none(values: np.ndarray, digits: int = 1) -> float | None:

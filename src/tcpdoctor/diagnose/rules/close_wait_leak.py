@@ -37,11 +37,12 @@ from tcpdoctor.diagnose.model import Evidence, Finding, Fix, FixKind, Rule, Seve
 from tcpdoctor.diagnose.rules._closing import (
     Holder,
     age_lower_bound_s,
+    by_row,
     grade,
     group_by_holder,
+    inbound,
     max_or_none,
     note_unknown_owners,
-    peers_of,
     persisted,
     plural,
     ranked,
@@ -75,12 +76,12 @@ def check(ctx: Context) -> Iterator[Finding]:
     rows = rows_where(in_state(ctx, TcpState.CLOSE_WAIT))
     if not len(rows):
         return
-    ages = dict(zip(rows.tolist(), age_lower_bound_s(ctx, rows, TcpState.CLOSE_WAIT), strict=True))
-    kept = dict(zip(rows.tolist(), persisted(ctx, rows, TcpState.CLOSE_WAIT), strict=True))
+    ages = by_row(ctx, rows, age_lower_bound_s(ctx, rows, TcpState.CLOSE_WAIT))
+    kept = by_row(ctx, rows, persisted(ctx, rows, TcpState.CLOSE_WAIT))
     groups = group_by_holder(ctx, rows)
     graded: list[tuple[Holder, np.ndarray, Severity]] = []
     for holder, found in ranked(groups, len(groups)):
-        group_ages = np.array([ages[r] for r in found.tolist()])
+        group_ages = ages[found]
         stale = int(np.count_nonzero(group_ages >= STALE_AFTER_S))
         severity = worst(grade(len(found), COUNT_LEVELS), grade(stale, STALE_LEVELS))
         if severity is not None:
@@ -89,9 +90,8 @@ def check(ctx: Context) -> Iterator[Finding]:
     note_unknown_owners(ctx, RULE_ID, unknown, "CLOSE_WAIT")
     graded.sort(key=lambda item: (-item[2], -len(item[1]), item[0]))
     for holder, found, severity in graded[: ctx.options.top]:
-        group_ages = np.array([ages[r] for r in found.tolist()])
-        still = int(sum(kept[r] for r in found.tolist()))
-        yield _finding(ctx, holder, found, group_ages, still, severity, len(groups))
+        still = int(np.count_nonzero(kept[found]))
+        yield _finding(ctx, holder, found, ages[found], still, severity, len(groups))
 
 
 def _finding(
@@ -111,7 +111,7 @@ def _finding(
     stale = int(np.count_nonzero(ages >= STALE_AFTER_S))
     keepalive = int(np.count_nonzero(sockets["timer"] == TimerCode.KEEPALIVE))
     count = len(rows)
-    outbound = sum(1 for peer in peers_of(ctx, rows) if not peer.inbound)
+    outbound = int(np.count_nonzero(~inbound(ctx, rows)))
     oldest = max_or_none(ages)
     evidence = (
         *holder.evidence(),

@@ -74,13 +74,15 @@ def _holders(ctx: Context) -> Holders:
     waiting: Counter[int] = Counter()
     names: dict[int, str] = {}
     unknown = 0
+    owner_map = ctx.owner_map()
     for inode, cw in zip(sockets["inode"].tolist(), close_wait.tolist(), strict=True):
-        owners = ctx.owners(inode)
+        owners = owner_map.get(inode)
         if not owners:
             unknown += 1
+            continue
         for owner in owners:
             names.setdefault(owner.pid, owner.comm)
-        for pid in {owner.pid for owner in owners}:
+        for pid in {owner.pid for owner in owners} if len(owners) > 1 else (owners[0].pid,):
             held[pid] += 1
             waiting[pid] += cw
     if unknown and not ctx.snapshot.meta.privileged:

@@ -32,6 +32,7 @@ from tcpdoctor.diagnose.rules._closing import (
     UNKNOWN_HOLDER,
     Holder,
     Peer,
+    by_row,
     grade,
     group_by_holder,
     group_by_peer,
@@ -91,35 +92,55 @@ def _orphan_ages(ctx: Context, rows: np.ndarray, life: FinWait2Lifetime) -> np.n
 
 def _close_wait_here(ctx: Context, rows: np.ndarray) -> dict[int, int]:
     """FIN_WAIT2 row -> the local CLOSE_WAIT row of the same connection (peer in this netns)."""
-    sockets = ctx.sockets
     waits = rows_where(in_state(ctx, TcpState.CLOSE_WAIT))
     if not len(waits) or not len(rows):
         return {}
+    by_key = dict(zip(_connection_keys(ctx, waits, reverse=True), waits.tolist(), strict=True))
+    found = (by_key.get(key) for key in _connection_keys(ctx, rows, reverse=False))
+    return {
+        row: match for row, match in zip(rows.tolist(), found, strict=True) if match is not None
+    }
 
-    def key(row: int, reverse: bool) -> tuple[object, ...]:
-        s = sockets[row]
-        ends = [(s["src"].tobytes(), int(s["sport"])), (s["dst"].tobytes(), int(s["dport"]))]
-        if reverse:
-            ends.reverse()
-        return (int(s["family"]), *ends)
 
-    by_key = {key(row, True): row for row in waits.tolist()}
-    found = {row: by_key.get(key(row, False)) for row in rows.tolist()}
-    return {row: match for row, match in found.items() if match is not None}
+def _connection_keys(ctx: Context, rows: np.ndarray, *, reverse: bool) -> list[bytes]:
+    """(family, one end, the other end) as bytes per row; `reverse` swaps the ends, so a
+    socket's key equals its peer socket's reversed key."""
+    sockets = ctx.sockets[rows]
+    near, far = ("dst", "dport"), ("src", "sport")
+    if not reverse:
+        near, far = far, near
+    key = np.zeros(len(rows), dtype=_KEY_DTYPE)
+    key["family"] = sockets["family"]
+    key["near"], key["near_port"] = sockets[near[0]], sockets[near[1]]
+    key["far"], key["far_port"] = sockets[far[0]], sockets[far[1]]
+    blob = key.tobytes()
+    size = _KEY_DTYPE.itemsize
+    return [blob[at : at + size] for at in range(0, len(blob), size)]
+
+
+_KEY_DTYPE = np.dtype(
+    [
+        ("family", "u1"),
+        ("near", ">u4", (4,)),
+        ("near_port", ">u2"),
+        ("far", ">u4", (4,)),
+        ("far_port", ">u2"),
+    ]
+)
 
 
 def _orphaned_findings(ctx: Context, rows: np.ndarray, life: FinWait2Lifetime) -> Iterator[Finding]:
     if not len(rows):
         return
-    ages = dict(zip(rows.tolist(), _orphan_ages(ctx, rows, life), strict=True))
+    ages = by_row(ctx, rows, _orphan_ages(ctx, rows, life))
     local = _close_wait_here(ctx, rows)
     for peer, found in ranked(group_by_peer(ctx, rows), len(rows)):
         severity = grade(len(found), ORPHANED_LEVELS)
         if severity is None:
             break  # ranked: every later group is smaller
         matched = [local[r] for r in found.tolist() if r in local]
-        holders = {holder_of(ctx, ctx.sockets["inode"][m]) for m in matched}
-        group_ages = np.array([ages[r] for r in found.tolist()])
+        holders = {holder_of(ctx, inode) for inode in ctx.sockets["inode"][matched].tolist()}
+        group_ages = ages[found]
         yield _orphaned(ctx, peer, found, group_ages, life, holders, len(matched), severity)
 
 
@@ -225,11 +246,11 @@ def _owned_findings(ctx: Context, rows: np.ndarray, life: FinWait2Lifetime) -> I
     if not len(rows):
         return
     limit = life.lifetime if life.lifetime is not None else TCP_TIMEWAIT_LEN
-    ages = dict(zip(rows.tolist(), silent_for_s(ctx, rows), strict=True))
+    ages = by_row(ctx, rows, silent_for_s(ctx, rows))
     unknown = 0
     for holder, held in group_by_holder(ctx, rows).items():
         for peer, found in ranked(group_by_peer(ctx, held), len(held)):
-            group_ages = np.array([ages[r] for r in found.tolist()])
+            group_ages = ages[found]
             old = int(np.count_nonzero(group_ages >= limit))
             severity = worst(grade(len(found), OWNED_COUNT_LEVELS), grade(old, OWNED_OLD_LEVELS))
             if severity is None:
