@@ -205,7 +205,7 @@ class Capture:
         event = self._status.next_event(time.monotonic() + START_TIMEOUT)
         if event is not None and event.get("event") == "ready":
             return
-        if event is None and self._proc.poll() is None:
+        if event is None and not self._status.eof:
             _terminate(self._proc)
             self._release()
             raise ScenarioError(
@@ -293,18 +293,18 @@ class _StatusPipe:
     def __init__(self, fd: int) -> None:
         self.fd: int | None = fd
         self._buffer = b""
-        self._eof = False
+        self.eof = False  # every write end is closed: the worker has ended
 
     def next_event(self, deadline: float) -> dict[str, Any] | None:
         """The next event, or None at EOF or when the deadline passes."""
         while b"\n" not in self._buffer:  # each pass reads, or ends at EOF / deadline
             remaining = deadline - time.monotonic()
-            if self._eof or self.fd is None or remaining <= 0:
+            if self.eof or self.fd is None or remaining <= 0:
                 return None
             if not select.select([self.fd], [], [], remaining)[0]:
                 return None
             chunk = os.read(self.fd, 4096)
-            self._eof = not chunk
+            self.eof = not chunk
             self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
         try:
