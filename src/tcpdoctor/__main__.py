@@ -1,3 +1,3 @@
-from tcpdoctor.cli.main import main
+from tcpdoctor.cli.main import run
 
-main()
+run()

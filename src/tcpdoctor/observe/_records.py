@@ -75,7 +75,5 @@ TCPI_OPT_TIMESTAMPS: Final = 1
 
 
 def empty_info(count: int) -> np.ndarray:
-    info = np.empty(count, dtype=INFO_DTYPE)
-    for name in INFO_DTYPE.names or ():
-        info[name] = -1
-    return info
+    """`count` rows of tcp_info with every field absent (-1: all bits set, whatever the width)."""
+    return np.full(count * INFO_DTYPE.itemsize, 0xFF, dtype=np.uint8).view(INFO_DTYPE)
