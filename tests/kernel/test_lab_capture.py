@@ -13,6 +13,7 @@ import os
 import select
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -311,6 +312,20 @@ def test_worker_goes_when_its_parent_is_killed(pair: Pair, tmp_path: Path) -> No
             parent.kill()
             parent.wait(WAIT)
     assert read_pcap(pcap).records == 0  # flushed and closed: a whole, empty capture
+
+
+def test_capture_outlives_the_thread_that_started_it(pair: Pair, tmp_path: Path) -> None:
+    # The kernel's death signal follows the parent *thread*; only a dead process counts.
+    started: list[Capture] = []
+    thread = threading.Thread(
+        target=lambda: started.append(Capture(pair.client.name, tmp_path / "t.pcap").__enter__())
+    )
+    thread.start()
+    thread.join(WAIT)
+    (cap,) = started
+    time.sleep(0.7)  # longer than the worker's poll interval
+    assert _alive(cap.pid)
+    assert cap.stop().stop is StopReason.SIGNAL
 
 
 def test_setup_failures_are_one_line_scenario_errors(pair: Pair, tmp_path: Path) -> None:

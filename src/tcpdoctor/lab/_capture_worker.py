@@ -12,6 +12,11 @@ parent with one JSON object per line on --status-fd:
 It can never outlive its budget: it stops on SIGTERM/SIGINT/SIGHUP, when the parent dies
 (PR_SET_PDEATHSIG plus a parent-pid check), after --max-seconds, after --max-packets, and
 a SIGALRM set a little after --max-seconds kills it even if the loop were stuck in a write.
+
+The death signal is SIGUSR1, not SIGTERM: the kernel sends it when the parent *thread*
+exits, which also happens when a scenario started the capture from a short-lived thread
+of a process that lives on. The handler tells the two apart with getppid() (the kernel
+reparents before it signals), so only a real parent death stops the capture.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ PACKET_STATISTICS = 6
 SO_TIMESTAMPNS = 35  # SO_TIMESTAMPNS_OLD; the control message type is the same number
 SO_RCVBUFFORCE = 33
 PR_SET_PDEATHSIG = 1
+DEATH_SIGNAL = signal.SIGUSR1
 ARPHRD_ETHER = 1
 
 _AUXDATA = struct.Struct("=IIIHHHH")  # struct tpacket_auxdata
@@ -99,10 +105,10 @@ def tell(fd: int, event: str, **fields: object) -> None:
 
 
 def die_with_parent(parent_pid: int) -> None:
-    """SIGTERM when the parent goes; exit at once if it is already gone (the race between
-    fork and prctl)."""
+    """DEATH_SIGNAL when the parent thread goes; exit at once if the parent is already gone
+    (the race between fork and prctl). Call after install_signals()."""
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    libc.prctl(PR_SET_PDEATHSIG, DEATH_SIGNAL, 0, 0, 0)
     if os.getppid() != parent_pid:
         sys.exit(0)
 
@@ -116,8 +122,12 @@ def install_signals(stop: Stop, max_seconds: float) -> int:
     def record(signum: int, _frame: object) -> None:
         stop.signal = signum
 
+    def check_parent(_signum: int, _frame: object) -> None:
+        pass  # the wake-up pipe ends the poll; the loop then asks getppid()
+
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, record)
+    signal.signal(DEATH_SIGNAL, check_parent)
     # Default SIGALRM action terminates: the last line of defence if the loop hangs.
     signal.alarm(math.ceil(max_seconds) + _ALARM_GRACE)
     return wake_r
@@ -306,6 +316,7 @@ def run_loop(cap: Capture, stop: Stop, wake_r: int, max_seconds: float, parent_p
         if remaining <= 0:
             return "time_limit"
         poller.poll(min(remaining, _POLL_CAP) * 1000)
+        _clear_wakeups(wake_r)
         if stop.signal is not None:
             return "parent_gone" if os.getppid() != parent_pid else "signal"
         if os.getppid() != parent_pid:
@@ -314,6 +325,12 @@ def run_loop(cap: Capture, stop: Stop, wake_r: int, max_seconds: float, parent_p
         cap.flush()
         if reason is not None:
             return reason
+
+
+def _clear_wakeups(wake_r: int) -> None:
+    """Empty the wake-up pipe, or poll() would return at once forever after a signal."""
+    with contextlib.suppress(BlockingIOError):
+        os.read(wake_r, 4096)  # one byte per signal; a handful can be pending at most
 
 
 def finish(cap: Capture, reason: str) -> None:
@@ -341,9 +358,9 @@ def open_pcap(path: str, snaplen: int) -> BinaryIO:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    die_with_parent(args.parent_pid)
     stop = Stop()
     wake_r = install_signals(stop, args.max_seconds)
+    die_with_parent(args.parent_pid)
     try:
         sock, wanted = open_socket(args.interface)
         out = open_pcap(args.pcap, args.snaplen)

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -107,6 +108,7 @@ class Capture:
         self._status: _StatusPipe | None = None
         self._stderr: IO[bytes] | None = None
         self._stats: CaptureStats | None = None
+        self._finalizer: weakref.finalize[[subprocess.Popen[bytes]], Capture] | None = None
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -147,6 +149,8 @@ class Capture:
             raise ScenarioError(f"cannot start the capture worker: {exc.strerror}") from None
         finally:
             os.close(write_fd)  # only the worker may hold the write end: EOF = it ended
+        # A capture dropped without stop() (or left running at interpreter exit) still ends.
+        self._finalizer = weakref.finalize(self, _terminate, self._proc)
         self._await_ready()
 
     def stop(self) -> CaptureStats:
@@ -229,6 +233,8 @@ class Capture:
     def _release(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             _terminate(self._proc)
+        if self._finalizer is not None:
+            self._finalizer.detach()
         if self._status is not None:
             self._status.close()
             self._status = None
