@@ -254,9 +254,10 @@ def _request(family: int, states_mask: int, ext: int, seq: int) -> bytes:
 class _BatchReader:
     """Receives dump datagrams into one buffer and parses them a batch at a time.
 
-    Per message, Python only follows nlmsg_len (one integer read); types, sequence
-    numbers and flags are checked for a whole datagram with numpy, and the rows are
-    copied out of the buffer through a strided view that has a record at every word.
+    Message starts are found with numpy (see _chain; a datagram that defeats it is walked
+    one message at a time); types, sequence numbers and flags are checked for a whole
+    batch with numpy, and the rows are copied out of the buffer through a strided view
+    that has a record at every word.
     """
 
     def __init__(self, sockets: _RowSink, info: _RowSink | None) -> None:
@@ -285,6 +286,8 @@ class _BatchReader:
         self.used = 0
         self.starts: list[np.ndarray] = []  # word indexes of accepted messages in the batch
         self.info_spans: list[np.ndarray] = []  # (payload offset, length) rows, 0 = none
+        self.pending: list[np.ndarray] = []  # word indexes of messages not classified yet
+        self.pending_seq = 0
         self.interrupted = False
         self.done = False
 
@@ -315,8 +318,22 @@ class _BatchReader:
         index = self._chain(start, end, seq)
         if index is None:
             index = self._walk_one_by_one(start, end)
-        if len(index):
-            self._classify(index, seq)
+        if not len(index):
+            return
+        if self.pending and seq != self.pending_seq:
+            self._settle()
+        # Messages are classified a batch at a time (numpy's cost is per call), except that
+        # a control message (the DONE ending the dump, an error) is acted on at once.
+        self.pending.append(index)
+        self.pending_seq = seq
+        if (self.headers["type"][index] != abi.SOCK_DIAG_BY_FAMILY).any():
+            self._settle()
+
+    def _settle(self) -> None:
+        if self.pending:
+            index = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
+            self.pending.clear()
+            self._classify(index, self.pending_seq)
 
     def _chain(self, start: int, end: int, seq: int) -> np.ndarray | None:
         """Word indexes of a datagram's messages, found without a Python step per message.
@@ -456,6 +473,7 @@ class _BatchReader:
         raise _translate(OSError(code, errno.errorcode.get(code, "error")))
 
     def _flush(self) -> None:
+        self._settle()
         if self.starts:
             self.sink.extend(self.rows[np.concatenate(self.starts)])
             if self.info_sink is not None:
