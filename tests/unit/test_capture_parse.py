@@ -38,6 +38,8 @@ T0 = 1_700_000_000
 ARPHRD_ETHER, ARPHRD_LOOPBACK = 1, 772
 HOST, OUTGOING = 0, 4
 
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
 # --- building packets by hand ---------------------------------------------------------
 
 
@@ -345,6 +347,25 @@ def test_writer_round_trips_through_the_parser() -> None:
     assert not carries_tcp(0x0806, packet)
 
 
+def test_worker_filter_keeps_only_tcp_over_ip() -> None:
+    syn = tcp_header(C, S, 1, 0, 0x02)
+    fragment = bytearray(ipv4(CLIENT4, SERVER4, syn))
+    fragment[6:8] = b"\x00\x10"
+    hop_by_hop = ipv6(CLIENT6, SERVER6, bytes([6, 0]) + b"\x01\x04" + b"\x00" * 4 + syn, nxt=0)
+    assert carries_tcp(0x86DD, ipv6(CLIENT6, SERVER6, syn))
+    assert carries_tcp(0x86DD, hop_by_hop)
+    assert carries_tcp(0, ipv4(CLIENT4, SERVER4, syn))  # raw IP: the version decides
+    assert not carries_tcp(0x0800, bytes(fragment))
+    assert not carries_tcp(0x0800, ipv4(CLIENT4, SERVER4, b"\x00" * 20, proto=17))
+    assert not carries_tcp(0x0800, ipv4(CLIENT4, SERVER4, syn)[:30])
+
+
+@FUZZ
+@given(st.sampled_from([0, 0x0800, 0x86DD, 0x0806]), st.binary(max_size=120))
+def test_worker_filter_never_raises(ethertype: int, packet: bytes) -> None:
+    assert carries_tcp(ethertype, packet) in (True, False)
+
+
 # --- broken files ---------------------------------------------------------------------
 
 
@@ -383,9 +404,6 @@ def test_cut_off_last_record_is_an_error_unless_tolerated() -> None:
 def test_missing_file_is_a_scenario_error(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError, match="cannot read pcap"):
         read_pcap(tmp_path / "nope.pcap")
-
-
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @FUZZ

@@ -55,7 +55,7 @@ _TIMESPEC = struct.Struct("=qq")  # struct timespec on 64-bit Linux
 _STATS = struct.Struct("=II")  # struct tpacket_stats
 _ANC_SIZE = socket.CMSG_SPACE(_TIMESPEC.size) + socket.CMSG_SPACE(_AUXDATA.size)
 _LINK_HEADROOM = 256  # room for any link header ahead of the snap length we keep
-_RCVBUF = 8 << 20  # a burst of a few thousand packets must not overflow the queue
+_RCVBUF = 32 << 20  # room for a burst of tens of thousands of small packets
 _BATCH = 4096  # packets read before the signal flag is looked at again
 _POLL_CAP = 0.5  # seconds; also how often the parent-pid check runs
 _ALARM_GRACE = 10  # seconds after --max-seconds at which SIGALRM kills a stuck worker

@@ -374,8 +374,15 @@ _TCP_OPT_EOL, _TCP_OPT_NOP, _TCP_OPT_TIMESTAMP = 0, 1, 8
 
 
 def carries_tcp(ethertype: int, packet: bytes) -> bool:
-    """Whether a network-layer packet (ethertype as the link layer gave it) would parse
-    as a TCP segment; the capture worker keeps only these."""
+    """Whether a network-layer packet (ethertype as the link layer gave it) holds a TCP
+    header over IPv4 or IPv6: the capture worker's filter. It runs once per packet, so the
+    common shapes take a cheap path; the parser still has the last word on each record."""
+    if ethertype == ETH_P_IP and len(packet) >= 40 and packet[0] >> 4 == 4:
+        ihl = (packet[0] & 0x0F) * 4
+        unfragmented = not (packet[6] & 0x1F or packet[7])
+        return packet[9] == IPPROTO_TCP and unfragmented and ihl >= 20 and len(packet) >= ihl + 20
+    if ethertype == ETH_P_IPV6 and len(packet) >= 60 and packet[6] == IPPROTO_TCP:
+        return packet[0] >> 4 == 6
     frame = _Frame(ethertype, 0, 0, PACKET_HOST, packet, len(packet))
     ip = _transport(frame)
     return ip is not None and len(ip.tcp) >= 20
