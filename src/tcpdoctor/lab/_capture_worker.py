@@ -175,12 +175,13 @@ def _grow_buffer(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
 
 
-def kernel_drops(sock: socket.socket) -> int:
-    """Packets the socket's queue had no room for (PACKET_STATISTICS; reading resets it)."""
+def kernel_drops(sock: socket.socket) -> int | None:
+    """Packets the socket's queue had no room for (PACKET_STATISTICS; reading resets it);
+    None when the kernel would not say."""
     try:
         _packets, drops = _STATS.unpack(sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
     except OSError:
-        return -1
+        return None
     return int(drops)
 
 
@@ -234,7 +235,9 @@ def decode(
 
 
 @dataclass
-class Capture:
+class Sink:
+    """The packet socket and the pcap it fills."""
+
     sock: socket.socket
     out: BinaryIO
     wanted: frozenset[int]
@@ -304,7 +307,7 @@ class Capture:
             raise WorkerError("io", f"cannot write the pcap: {exc.strerror}") from None
 
 
-def run_loop(cap: Capture, stop: Stop, wake_r: int, max_seconds: float, parent_pid: int) -> str:
+def run_loop(cap: Sink, stop: Stop, wake_r: int, max_seconds: float, parent_pid: int) -> str:
     """Capture until a stop condition; returns why it stopped."""
     deadline = time.monotonic() + max_seconds
     poller = select.poll()
@@ -333,7 +336,7 @@ def _clear_wakeups(wake_r: int) -> None:
         os.read(wake_r, 4096)  # one byte per signal; a handful can be pending at most
 
 
-def finish(cap: Capture, reason: str) -> None:
+def finish(cap: Sink, reason: str) -> None:
     """Pick up what is still queued (what the parent saw happen before it said stop)."""
     if reason in ("signal", "time_limit", "parent_gone"):
         for _ in range(cap.max_packets // _BATCH + 1):
@@ -364,7 +367,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     try:
         sock, wanted = open_socket(args.interface)
         out = open_pcap(args.pcap, args.snaplen)
-        cap = Capture(sock, out, wanted, args.snaplen, args.max_packets)
+        cap = Sink(sock, out, wanted, args.snaplen, args.max_packets)
         tell(args.status_fd, "ready")
         reason = run_loop(cap, stop, wake_r, args.max_seconds, args.parent_pid)
         finish(cap, reason)

@@ -286,11 +286,19 @@ def _stats_from(event: dict[str, Any] | None, stderr_line: str, netns: str) -> C
             stop=StopReason(event["stop"]),
             packets=int(event["packets"]),
             seen=int(event["seen"]),
-            kernel_drops=int(event["kernel_drops"]),
+            kernel_drops=_count(event["kernel_drops"]),
             software_timestamps=int(event["software_timestamps"]),
         )
     except (KeyError, ValueError, TypeError):
         raise ScenarioError(f"capture worker in {netns} sent a bad report: {event}") from None
+
+
+def _count(value: object) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int):
+        raise TypeError(value)
+    return value
 
 
 class _StatusPipe:
