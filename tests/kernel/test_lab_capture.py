@@ -336,8 +336,11 @@ def test_capture_outlives_the_thread_that_started_it(pair: Pair, tmp_path: Path)
 
 
 def test_setup_failures_are_one_line_scenario_errors(pair: Pair, tmp_path: Path) -> None:
+    unknown = Capture(pair.client.name, tmp_path / "x.pcap", interfaces=["nope0"])
     with pytest.raises(ScenarioError, match="no interface 'nope0'"):
-        Capture(pair.client.name, tmp_path / "x.pcap", interfaces=["nope0"]).start()
+        unknown.start()
+    assert unknown.stop().stop is StopReason.FAILED
+    assert not _alive(unknown.pid)
     with pytest.raises(ScenarioError, match="failed to start") as info:
         Capture("tdlab-capture-missing", tmp_path / "y.pcap").start()
     assert "\n" not in str(info.value)

@@ -58,6 +58,7 @@ class StopReason(Enum):
     PARENT_GONE = "parent_gone"
     INTERFACE_GONE = "interface_gone"  # the one bound interface was deleted
     KILLED = "killed"  # did not stop within STOP_TIMEOUT, or died without reporting
+    FAILED = "failed"  # reported an error (could not start, could not write the pcap)
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,7 @@ class Capture:
                 time.sleep(SETTLE)
                 _terminate(proc)
             event = status.last_event(time.monotonic() + KILL_WAIT)
+            self._stats = _FAILED  # replaced below unless the report is an error
             self._stats = _stats_from(event, self._stderr_line(), self.netns)
         finally:
             self._release()
@@ -188,7 +190,7 @@ class Capture:
         """Parse the pcap (after stop). A killed worker may have left a cut-off last
         record, which is then ignored instead of being an error."""
         stats = self._stats if self._stats is not None else self.stop()
-        return read_pcap(self.pcap, keep=keep, strict=stats.stop is not StopReason.KILLED)
+        return read_pcap(self.pcap, keep=keep, strict=stats.stop not in _UNCLEAN)
 
     def segments(self, *, keep: Keep = Keep.ONCE) -> tuple[Segment, ...]:
         return self.read(keep=keep).segments
@@ -218,7 +220,7 @@ class Capture:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._proc.wait(KILL_WAIT)
         error = _worker_error(event, self._stderr_line(), self._proc.returncode, self.netns)
-        self._stats = CaptureStats(StopReason.KILLED, None, None, None, None)
+        self._stats = _FAILED
         self._release()
         raise error
 
@@ -241,6 +243,10 @@ class Capture:
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
+
+
+_FAILED = CaptureStats(StopReason.FAILED, None, None, None, None)
+_UNCLEAN = frozenset({StopReason.KILLED, StopReason.FAILED})
 
 
 def _check_limits(snaplen: int, max_seconds: float, max_packets: int) -> None:
