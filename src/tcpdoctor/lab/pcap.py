@@ -193,6 +193,9 @@ _SUPPORTED_LINKTYPES = frozenset(
 )
 
 
+_FRACTION_UNITS = {PCAP_MAGIC_US: 1_000_000, PCAP_MAGIC_NS: 1_000_000_000}
+
+
 def _broken(where: str, why: str) -> KernelInterfaceError:
     return KernelInterfaceError(f"malformed pcap {where}: {why}")
 
@@ -203,9 +206,9 @@ def _read_header(data: bytes, where: str) -> _Header:
     magic = int.from_bytes(data[:4], "little")
     if magic == PCAPNG_MAGIC:
         raise _broken(where, "pcapng is not supported; convert it with `editcap -F pcap`")
-    for endian, divisor in (("<", 1_000_000), (">", 1_000_000), ("<", 10**9), (">", 10**9)):
-        wanted = PCAP_MAGIC_US if divisor == 1_000_000 else PCAP_MAGIC_NS
-        if int.from_bytes(data[:4], "little" if endian == "<" else "big") == wanted:
+    for endian, order in (("<", "little"), (">", "big")):
+        divisor = _FRACTION_UNITS.get(int.from_bytes(data[:4], order))
+        if divisor is not None:
             break
     else:
         raise _broken(where, f"not a pcap file (magic 0x{magic:08x})")
@@ -216,7 +219,7 @@ def _read_header(data: bytes, where: str) -> _Header:
     # The upper bits of the link-type field carry FCS and reserved flags (pcap spec).
     linktype &= 0x0FFF_FFFF
     if linktype not in _SUPPORTED_LINKTYPES:
-        raise _broken(where, f"link type {linktype} is not one lab captures use")
+        raise _broken(where, f"link type {linktype} is not supported (SLL2, SLL, Ethernet, raw IP are)")
     return _Header(endian, divisor, snaplen, linktype)
 
 
