@@ -206,10 +206,12 @@ def _read_header(data: bytes, where: str) -> _Header:
     magic = int.from_bytes(data[:4], "little")
     if magic == PCAPNG_MAGIC:
         raise _broken(where, "pcapng is not supported; convert it with `editcap -F pcap`")
-    for endian, order in (("<", "little"), (">", "big")):
-        divisor = _FRACTION_UNITS.get(int.from_bytes(data[:4], order))
-        if divisor is not None:
-            break
+    little = _FRACTION_UNITS.get(magic)
+    big = _FRACTION_UNITS.get(int.from_bytes(data[:4], "big"))
+    if little is not None:
+        endian, divisor = "<", little
+    elif big is not None:
+        endian, divisor = ">", big
     else:
         raise _broken(where, f"not a pcap file (magic 0x{magic:08x})")
     fmt = GLOBAL_HEADER.format.replace("<", endian)
@@ -219,7 +221,7 @@ def _read_header(data: bytes, where: str) -> _Header:
     # The upper bits of the link-type field carry FCS and reserved flags (pcap spec).
     linktype &= 0x0FFF_FFFF
     if linktype not in _SUPPORTED_LINKTYPES:
-        raise _broken(where, f"link type {linktype} is not supported (SLL2, SLL, Ethernet, raw IP are)")
+        raise _broken(where, f"link type {linktype} is not supported (SLL2, SLL, Ethernet, IP are)")
     return _Header(endian, divisor, snaplen, linktype)
 
 
