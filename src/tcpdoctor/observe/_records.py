@@ -77,3 +77,11 @@ TCPI_OPT_TIMESTAMPS: Final = 1
 def empty_info(count: int) -> np.ndarray:
     """`count` rows of tcp_info with every field absent (-1: all bits set, whatever the width)."""
     return np.full(count * INFO_DTYPE.itemsize, 0xFF, dtype=np.uint8).view(INFO_DTYPE)
+
+
+def pick(rows: np.ndarray, which: np.ndarray) -> np.ndarray:
+    """rows[which] for a mask or an index array, gathered as opaque items: numpy copies a
+    structured dtype field by field, five to ten times slower at 100k rows."""
+    items = np.dtype((np.void, rows.dtype.itemsize))
+    picked: np.ndarray = np.ascontiguousarray(rows).view(items)[which].view(rows.dtype)
+    return picked

@@ -16,6 +16,7 @@ from tcpdoctor.errors import KernelInterfaceError
 from tcpdoctor.kernel.states import TcpState, timer_label
 from tcpdoctor.observe import _netlink
 from tcpdoctor.observe import netns as netns_mod
+from tcpdoctor.observe._records import pick
 from tcpdoctor.observe.addresses import format_column
 from tcpdoctor.observe.filters import SocketFilter
 from tcpdoctor.observe.netns import NetnsId, NetnsTarget
@@ -99,8 +100,8 @@ class Snapshot:
         return {state: int(counts[state]) for state in TcpState if counts[state]}
 
     def select(self, mask: np.ndarray) -> Snapshot:
-        info = self.info[mask] if self.info is not None else None
-        return replace(self, sockets=self.sockets[mask], info=info, _memo={})
+        info = pick(self.info, mask) if self.info is not None else None
+        return replace(self, sockets=pick(self.sockets, mask), info=info, _memo={})
 
     def rows(self) -> Iterator[SocketRow]:
         sockets = self.sockets

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from tcpdoctor.kernel.constants import DEFAULT_PORT_RANGE
 from tcpdoctor.kernel.states import CONNECTED_STATES, TcpState
+from tcpdoctor.observe._records import pick
 from tcpdoctor.observe.addresses import format_column
 from tcpdoctor.observe.snapshot import Snapshot
 
@@ -84,8 +86,14 @@ def summarize(
     )
 
 
-def group_rows(columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(index of one row per group, group id of every row) for rows keyed on `columns`.
+class RowGroups(NamedTuple):
+    first: np.ndarray  # one row of each group
+    group: np.ndarray  # the group id of every row
+    order: np.ndarray  # every row, group after group (group 0 first)
+
+
+def group_rows(columns: dict[str, np.ndarray]) -> RowGroups:
+    """Rows grouped on the values of `columns` (equal values in every column: one group).
 
     Rows are grouped on a 64-bit hash of their key, which sorts far faster than the
     key bytes; a hash collision is detected (two different keys in one group) and then
@@ -97,25 +105,36 @@ def group_rows(columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     varying = [w for col in flat for w in col.T if len(w) and w.min() != w.max()]
     rows = len(flat[0])
     if not varying:
-        return np.zeros(min(rows, 1), dtype=np.intp), np.zeros(rows, dtype=np.intp)
+        every = np.arange(rows, dtype=np.intp)
+        return RowGroups(every[:1], np.zeros(rows, dtype=np.intp), every)
     words = np.stack([w.astype(np.uint64) for w in varying], axis=1)
     digest = np.zeros(len(words), dtype=np.uint64)
     for column in words.T:
         digest = digest * _HASH_MULTIPLIER + column + np.uint64(1)
-    _, first, inverse = np.unique(digest, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    if np.array_equal(words, words[first[inverse]]):
-        return first, inverse
+    # Any row of a group can stand for it, so the sort need not be stable (quicksort).
+    order = np.argsort(digest)
+    found = _runs(digest[order], order)
+    if np.array_equal(words, words[found.first[found.group]]):
+        return found
     return _group_exact(words)
 
 
 _HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio, odd
 
 
-def _group_exact(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    keys = np.ascontiguousarray(words).view(np.dtype((np.void, words.shape[1] * 8)))
-    _, first, inverse = np.unique(keys.reshape(-1), return_index=True, return_inverse=True)
-    return first, inverse.reshape(-1)
+def _group_exact(words: np.ndarray) -> RowGroups:
+    keys = np.ascontiguousarray(words).view(np.dtype((np.void, words.shape[1] * 8))).reshape(-1)
+    order = np.argsort(keys, kind="stable")
+    return _runs(keys[order], order)
+
+
+def _runs(ordered: np.ndarray, order: np.ndarray) -> RowGroups:
+    """Groups from keys already sorted (`ordered` = keys[order])."""
+    starts = np.ones(len(ordered), dtype=np.bool_)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    group = np.empty(len(order), dtype=np.intp)
+    group[order] = np.cumsum(starts) - 1
+    return RowGroups(order[starts], group, order)
 
 
 def _by_state(states: np.ndarray) -> dict[TcpState, int]:
@@ -128,12 +147,12 @@ def top_peers(snapshot: Snapshot, top: int) -> tuple[PeerCount, ...]:
     grouped on that port; anything else is outbound, grouped on the remote port, so the
     thousands of ephemeral ports on the client side collapse into one row."""
     connected = np.isin(snapshot.states, _CONNECTED)
-    sockets = snapshot.sockets[connected]
+    sockets = pick(snapshot.sockets, connected)
     if not len(sockets):
         return ()
     inbound = np.isin(sockets["sport"], listening_ports(snapshot))
     service = np.where(inbound, sockets["sport"], sockets["dport"]).astype(np.uint16)
-    first, group = group_rows(
+    first, group, _ = group_rows(
         {"family": sockets["family"], "dst": sockets["dst"], "port": service, "in": inbound}
     )
     totals = np.bincount(group)
@@ -194,10 +213,9 @@ def _client_groups(snapshot: Snapshot, port_range: tuple[int, int]) -> ClientGro
     if not len(index):
         empty = np.zeros(0, dtype=np.intp)
         return ClientGroups(empty, empty, empty, empty)
-    sockets = snapshot.sockets[index]
-    _, group = group_rows({f: sockets[f] for f in ("family", "src", "dst", "dport")})
+    sockets = pick(snapshot.sockets, index)
+    _, group, by_group = group_rows({f: sockets[f] for f in ("family", "src", "dst", "dport")})
     sizes = np.bincount(group)
-    by_group = np.argsort(group, kind="stable")
     return ClientGroups(
         rows=index[by_group],
         starts=np.cumsum(sizes) - sizes,

@@ -19,6 +19,7 @@ import numpy as np
 from tcpdoctor.diagnose.context import Context
 from tcpdoctor.diagnose.model import Evidence, Severity
 from tcpdoctor.kernel.states import TcpState
+from tcpdoctor.observe._records import pick
 from tcpdoctor.observe.addresses import format_column
 from tcpdoctor.observe.summary import group_rows
 
@@ -127,14 +128,13 @@ def group_by_peer(ctx: Context, rows: np.ndarray) -> dict[Peer, np.ndarray]:
     """Row indices grouped by Peer; one Peer is made per group, not per row."""
     if not len(rows):
         return {}
-    sockets = ctx.sockets[rows]
+    sockets = pick(ctx.sockets, rows)
     into = inbound(ctx, rows)
     service = np.where(into, sockets["sport"], sockets["dport"]).astype(np.int64)
-    first, group = group_rows(
+    first, group, order = group_rows(
         {"family": sockets["family"], "dst": sockets["dst"], "port": service, "in": into}
     )
     addresses = format_column(sockets["family"][first], sockets["dst"][first]).tolist()
-    order = np.argsort(group, kind="stable")
     bounds = np.cumsum(np.bincount(group, minlength=len(first)))[:-1]
     members = np.split(rows[order].astype(np.int64), bounds)
     return {
@@ -203,7 +203,7 @@ def persisted(ctx: Context, rows: np.ndarray, state: TcpState) -> np.ndarray:
         return np.zeros(len(rows), dtype=np.bool_)
     first = ctx.samples[0].sockets
     earlier = _identity(first[first["state"] == int(state)])
-    now = _identity(ctx.sockets[rows])
+    now = _identity(pick(ctx.sockets, rows))
     return np.asarray((now != 0) & np.isin(now, earlier[earlier != 0]), dtype=np.bool_)
 
 

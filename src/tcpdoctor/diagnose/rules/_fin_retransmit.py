@@ -35,6 +35,7 @@ from tcpdoctor.diagnose.rules._common import in_state, sysctl_line
 from tcpdoctor.kernel.constants import TCP_ORPHAN_RETRIES, TCP_RETR2
 from tcpdoctor.kernel.states import TcpState, TimerCode
 from tcpdoctor.kernel.timing import established_give_up, orphan_give_up
+from tcpdoctor.observe._records import pick
 
 STUCK_RETRANSMISSIONS = 3
 WARNING_SOCKETS = 10
@@ -71,7 +72,7 @@ def stuck_findings(ctx: Context, kind: StuckKind) -> Iterator[Finding]:
 def _finding(
     ctx: Context, kind: StuckKind, peer: Peer, rows: np.ndarray, silent: np.ndarray
 ) -> Finding:
-    sockets = ctx.sockets[rows]
+    sockets = pick(ctx.sockets, rows)
     count = len(rows)
     orphaned = int(np.count_nonzero(sockets["inode"] == 0))
     probing = int(np.count_nonzero(sockets["timer"] == TimerCode.PROBE0))

@@ -42,6 +42,7 @@ from tcpdoctor.kernel.timing import (
     keepalive_detection,
     syn_give_up,
 )
+from tcpdoctor.observe._records import pick
 from tcpdoctor.observe.addresses import format_column
 from tcpdoctor.observe.summary import listening_ports
 
@@ -206,7 +207,7 @@ def groups(ctx: Context, rows: np.ndarray) -> list[Group]:
     local listener accepted, by the local port; biggest first."""
     if not len(rows):
         return []
-    sockets = ctx.sockets[rows]
+    sockets = pick(ctx.sockets, rows)
     inbound = np.isin(sockets["sport"].astype(np.int64), listening_ports(ctx.snapshot))
     peers = format_column(sockets["family"], sockets["dst"])
     buckets: dict[tuple[bool, str], list[int]] = {}

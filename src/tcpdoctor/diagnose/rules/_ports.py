@@ -29,7 +29,7 @@ from tcpdoctor.kernel.constants import (
 from tcpdoctor.kernel.states import TcpState, TimerCode
 from tcpdoctor.kernel.sysctls import SYSCTLS
 from tcpdoctor.kernel.timing import ConnectionRateLimit, PortCapacity, max_connection_rate
-from tcpdoctor.observe._records import TCPI_OPT_TIMESTAMPS
+from tcpdoctor.observe._records import TCPI_OPT_TIMESTAMPS, pick
 from tcpdoctor.observe.addresses import format_column, is_loopback
 from tcpdoctor.observe.snapshot import Snapshot
 from tcpdoctor.observe.summary import client_groups, client_mask
@@ -232,8 +232,8 @@ def _destination(
     loopback: bool,
     reuse_delay_ms: int,
 ) -> Destination:
-    mine = snapshot.sockets[rows]
-    info = snapshot.info[rows] if snapshot.info is not None else None
+    mine = pick(snapshot.sockets, rows)
+    info = pick(snapshot.info, rows) if snapshot.info is not None else None
     states = mine["state"]
     tw = states == TcpState.TIME_WAIT
     # A TIME_WAIT's age is TCP_TIMEWAIT_LEN minus what is left on its timer.
@@ -276,7 +276,7 @@ def destination_rows(
     mask &= sockets["dport"] == dest.remote_port
     mask &= np.all(sockets["src"] == np.array(dest.local_words, dtype=np.uint64), axis=1)
     mask &= np.all(sockets["dst"] == np.array(dest.remote_words, dtype=np.uint64), axis=1)
-    return np.asarray(sockets[mask])
+    return pick(sockets, mask)
 
 
 def owner_names(ctx: Context, inodes: Iterable[int], limit: int = 3) -> str | None:

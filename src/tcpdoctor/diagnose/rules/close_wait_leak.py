@@ -55,6 +55,7 @@ from tcpdoctor.diagnose.rules._common import in_state
 from tcpdoctor.kernel.constants import TCP_FIN_TIMEOUT, TCP_KEEPALIVE_TIME
 from tcpdoctor.kernel.states import TcpState, TimerCode
 from tcpdoctor.kernel.timing import fin_wait2_lifetime
+from tcpdoctor.observe._records import pick
 
 RULE_ID = "close-wait-leak"
 STALE_AFTER_S = fin_wait2_lifetime(TCP_FIN_TIMEOUT).lifetime or TCP_FIN_TIMEOUT
@@ -103,7 +104,7 @@ def _finding(
     severity: Severity,
     processes: int,
 ) -> Finding:
-    sockets = ctx.sockets[rows]
+    sockets = pick(ctx.sockets, rows)
     rqueue = sockets["rqueue"].astype(np.int64)
     fin_unread = int(np.count_nonzero(rqueue == FIN_ONLY))
     data_unread = int(np.count_nonzero(rqueue > FIN_ONLY))

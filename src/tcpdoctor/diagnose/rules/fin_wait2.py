@@ -50,6 +50,7 @@ from tcpdoctor.diagnose.rules._common import in_state, sysctl_line
 from tcpdoctor.kernel.constants import TCP_FIN_TIMEOUT, TCP_TIMEWAIT_LEN
 from tcpdoctor.kernel.states import TcpState, TimerCode
 from tcpdoctor.kernel.timing import FinWait2Lifetime, FinWait2Outcome, fin_wait2_lifetime
+from tcpdoctor.observe._records import pick
 
 RULE_ID = "fin-wait2"
 FIN_TIMEOUT = "net.ipv4.tcp_fin_timeout"
@@ -78,7 +79,7 @@ def check(ctx: Context) -> Iterator[Finding]:
 
 def _orphan_ages(ctx: Context, rows: np.ndarray, life: FinWait2Lifetime) -> np.ndarray:
     """Lower bound of each orphan's age from the time its timer has left."""
-    sockets = ctx.sockets[rows]
+    sockets = pick(ctx.sockets, rows)
     left = sockets["expires_ms"].astype(np.float64) / _MS_PER_S
     ages = np.full(len(rows), np.nan)
     two_phase = life.outcome is FinWait2Outcome.FULL_SOCKET_THEN_MINISOCK
@@ -105,7 +106,7 @@ def _close_wait_here(ctx: Context, rows: np.ndarray) -> dict[int, int]:
 def _connection_keys(ctx: Context, rows: np.ndarray, *, reverse: bool) -> list[bytes]:
     """(family, one end, the other end) as bytes per row; `reverse` swaps the ends, so a
     socket's key equals its peer socket's reversed key."""
-    sockets = ctx.sockets[rows]
+    sockets = pick(ctx.sockets, rows)
     near, far = ("dst", "dport"), ("src", "sport")
     if not reverse:
         near, far = far, near

@@ -32,6 +32,7 @@ from tcpdoctor.diagnose.rules._ports import DO_NOT_SHORTCUT, pct, watching
 from tcpdoctor.kernel.constants import TCP_TIMEWAIT_LEN
 from tcpdoctor.kernel.states import CONNECTED_STATES, TcpState
 from tcpdoctor.kernel.timing import time_wait_memory
+from tcpdoctor.observe._records import pick
 from tcpdoctor.observe.addresses import format_column
 
 RULE_ID = "server-time-wait"
@@ -63,7 +64,7 @@ def check(ctx: Context) -> Iterator[Finding]:
 
 
 def _assess(ctx: Context, port: int, time_wait: int, rows: np.ndarray) -> Finding | None:
-    sockets = ctx.sockets[rows]
+    sockets = pick(ctx.sockets, rows)
     total = len(sockets)
     share = time_wait / total if total else 1.0
     if time_wait >= SIGNIFICANT_TIME_WAIT:
