@@ -25,6 +25,7 @@ VERBS = {
     "calc": "tcpdoctor.cli.calc:calc",
     "explain": "tcpdoctor.cli.explain:explain",
     "report": "tcpdoctor.cli.report:report",
+    "lab": "tcpdoctor.cli.lab:lab",
 }
 
 

@@ -43,6 +43,9 @@ MAX_TCP_KEEPCNT: Final = 127  # TCP_KEEPCNT upper bound
 # --- Ports (net/ipv4/af_inet.c inet_init_net, inet_hashtables.c) --------------------------
 DEFAULT_PORT_RANGE: Final = (32768, 60999)  # net.ipv4.ip_local_port_range per netns
 MAX_PORT: Final = 65535
+# include/net/sock.h PROT_SOCK: default net.ipv4.ip_unprivileged_port_start. Writing an
+# ip_local_port_range whose start is below it fails with EINVAL (ipv4_local_port_range()).
+PROT_SOCK: Final = 1024
 # tcp_twsk_unique(): a reused TIME_WAIT port starts write_seq at tw_snd_nxt + 65535 + 2.
 TW_REUSE_SEQ_JUMP: Final = 65537
 TCP_TW_REUSE_DELAY_MS: Final = 1000  # default tcp_tw_reuse_delay (6.14+)
@@ -97,6 +100,7 @@ MIN_PORT: Final = 1  # sysctl_net_ipv4.c ip_local_port_range_min[]
 TIMER_WHEEL_LVL_DEPTH: Final = 9  # kernel/time/timer.c LVL_DEPTH when HZ > 100
 TIMER_WHEEL_LVL_DEPTH_LOW_HZ: Final = 8  # LVL_DEPTH when HZ <= 100
 REFERENCE_HZ: Final = 250  # CONFIG_HZ of the 6.18 box the kernel notes were measured on
+CONFIG_HZ_CHOICES: Final = (100, 250, 300, 1000)  # kernel/Kconfig.hz: the HZ_* choices
 
 # --- TIME_WAIT limit defaults (net/ipv4/tcp_ipv4.c tcp_set_hashinfo()) ---------------------
 # tcp_max_tw_buckets defaults to half the entries of the namespace's established hash. The

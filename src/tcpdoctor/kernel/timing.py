@@ -956,6 +956,76 @@ def _no_reuse_reason(tw_reuse: int, *, timestamps: bool) -> str:
     return "tcp_tw_reuse=2 only helps loopback destinations; this one is not loopback"
 
 
+def connect_ports(low: int, high: int, *, per_socket_range: bool = False) -> int:
+    """How many ports of ip_local_port_range [low, high] connect() autobinding ever tries.
+
+    __inet_hash_connect() (net/ipv4/inet_hashtables.c) walks the range in steps of 2, one
+    parity pass after the other, over `remaining = high + 1 - low` rounded down to even
+    (when the range holds more than one port). For an odd-sized range the top port `high`
+    is therefore never handed out [measured on 6.18: 40000-40002 gave 2 connections].
+    With a per-socket IP_LOCAL_PORT_RANGE (6.8+) the step is 1 and every port counts.
+    Reserved and bind()-held ports are not subtracted here (see port_capacity()).
+    """
+    _check_int("port range start", low, MIN_PORT, MAX_PORT)
+    _check_int("port range end", high, MIN_PORT, MAX_PORT)
+    if low > high:
+        raise InputError(f"port range start {low} is above its end {high}")
+    remaining = high + 1 - low
+    if per_socket_range or remaining <= 1:
+        return remaining
+    return remaining & ~1
+
+
+@dataclass(frozen=True)
+class PortExhaustion:
+    """Connection-per-request at a steady rate to ONE (saddr, daddr, dport).
+
+    Attempt i starts at i / rate (open loop: a failed attempt does not slow the next one).
+    Each connection is assumed to close at once and to keep its port from connect() for
+    `port_hold` after the close (the TIME_WAIT, or tcp_tw_reuse_delay when reuse applies).
+    Times count from the first attempt; `ports_back_at` counts from the first close.
+    """
+
+    capacity: int
+    rate: float  # attempts per second
+    port_hold: float
+    exhausts: bool
+    successes_before_failure: int | None  # None when the ports never run out
+    first_failure_at: float | None
+    ports_back_at: float | None  # first port usable again, after the first close
+    failure_window: float | None  # from the first failure to the first port back
+    sustained_rate: float  # successes per second once the on/off cycle has settled
+
+
+def port_exhaustion(capacity: int, rate: float, port_hold: float) -> PortExhaustion:
+    """When connect() starts failing with EADDRNOTAVAIL, and for how long.
+
+    Ports run out when attempt number `capacity` (counting from 0) comes before the first
+    port is released: capacity / rate < port_hold. Failures then last until port_hold after
+    the first close; the ports come back in the order they were taken, so the pattern
+    repeats every port_hold: `capacity` successes, then failures (notes 4.4, 1.1, 2.3).
+    """
+    _check_int("port capacity", capacity, 0, MAX_PORT)
+    if not math.isfinite(rate) or rate <= 0:
+        raise InputError(f"rate must be a positive number of attempts per second, got {rate}")
+    hold_us = _check_positive("port hold", port_hold)
+    first_failure_us = round(capacity * _US_PER_S / rate)
+    sustained = min(rate, capacity / _s(hold_us))
+    if first_failure_us >= hold_us:
+        return PortExhaustion(capacity, rate, _s(hold_us), False, None, None, None, None, sustained)
+    return PortExhaustion(
+        capacity=capacity,
+        rate=rate,
+        port_hold=_s(hold_us),
+        exhausts=True,
+        successes_before_failure=capacity,
+        first_failure_at=_s(first_failure_us),
+        ports_back_at=_s(hold_us),
+        failure_window=_s(hold_us - first_failure_us),
+        sustained_rate=sustained,
+    )
+
+
 # --- TIME_WAIT memory ---------------------------------------------------------------------
 
 
@@ -1048,6 +1118,7 @@ __all__ = [
     "KeepaliveDetection",
     "OrphanGiveUp",
     "PortCapacity",
+    "PortExhaustion",
     "RetransmitSchedule",
     "RtoEstimate",
     "RttEstimator",
@@ -1055,6 +1126,7 @@ __all__ = [
     "SynGiveUp",
     "TimeWaitMemory",
     "TimerSlack",
+    "connect_ports",
     "effective_orphan_retries",
     "established_give_up",
     "fin_wait2_lifetime",
@@ -1064,6 +1136,7 @@ __all__ = [
     "orphan_give_up",
     "parse_port_set",
     "port_capacity",
+    "port_exhaustion",
     "rto_for_rtt",
     "syn_give_up",
     "synack_give_up",

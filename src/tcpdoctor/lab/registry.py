@@ -1,0 +1,32 @@
+"""The catalogue of lab scenarios: name -> module, each module loaded only when used."""
+
+from __future__ import annotations
+
+import importlib
+
+from tcpdoctor.errors import InputError
+from tcpdoctor.lab.model import ScenarioSpec
+
+# name -> module under tcpdoctor.lab.scenarios that defines SCENARIO
+_SCENARIOS = {
+    "port-exhaustion": "port_exhaustion",
+}
+
+
+def names() -> list[str]:
+    return sorted(_SCENARIOS)
+
+
+def get(name: str) -> ScenarioSpec:
+    module_name = _SCENARIOS.get(name)
+    if module_name is None:
+        known = ", ".join(names())
+        raise InputError(f"unknown scenario {name!r} (known: {known}; see 'tcpdoctor lab list')")
+    module = importlib.import_module(f"tcpdoctor.lab.scenarios.{module_name}")
+    spec = module.SCENARIO
+    assert isinstance(spec, ScenarioSpec) and spec.name == name
+    return spec
+
+
+def all_specs() -> list[ScenarioSpec]:
+    return [get(name) for name in names()]

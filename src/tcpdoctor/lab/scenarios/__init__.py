@@ -1,0 +1,1 @@
+"""One module per lab scenario; each defines SCENARIO (a lab.model.ScenarioSpec)."""
