@@ -212,19 +212,18 @@ def _finding(console: Console, finding: Finding) -> None:
 
     style = _STYLE[finding.severity]
     head = f"[{style}]{finding.severity.label.upper()}[/] [bold]{escape(finding.title)}[/]"
-    console.print(f"\n{head}  [dim]({finding.rule})[/]")
-    console.print(f"  [dim]about:[/] {escape(finding.subject)}")
-    for item in finding.evidence:
-        console.print(f"  [dim]{escape(item.label)}:[/] {escape(item.text())}")
-    console.print(f"  [dim]why:[/] {escape(finding.explanation)}")
+    # One print per finding: rich's cost is mostly per call, not per line.
+    lines = [f"\n{head}  [dim]({finding.rule})[/]", f"  [dim]about:[/] {escape(finding.subject)}"]
+    lines += [f"  [dim]{escape(e.label)}:[/] {escape(e.text())}" for e in finding.evidence]
+    lines.append(f"  [dim]why:[/] {escape(finding.explanation)}")
     for number, fix in enumerate(finding.fixes, start=1):
         kind = escape(f"[{fix.kind.label}]")
-        console.print(f"  [green]fix {number}[/] [dim]{kind}[/] {escape(fix.summary)}")
+        lines.append(f"  [green]fix {number}[/] [dim]{kind}[/] {escape(fix.summary)}")
         if fix.detail:
-            console.print(f"        {escape(fix.detail)}")
+            lines.append(f"        {escape(fix.detail)}")
         if fix.example:
-            for line in fix.example.splitlines():
-                console.print(f"        [bold]{escape(line)}[/]")
+            lines += [f"        [bold]{escape(line)}[/]" for line in fix.example.splitlines()]
     if finding.topics:
         more = ", ".join(f"tcpdoctor explain {t}" for t in finding.topics)
-        console.print(f"  [dim]more: {more}[/]")
+        lines.append(f"  [dim]more: {more}[/]")
+    console.print("\n".join(lines))
