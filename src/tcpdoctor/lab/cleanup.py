@@ -41,7 +41,7 @@ class CleanupRegistry:
 
     def __init__(self) -> None:
         self._actions: list[tuple[str, Callable[[], None]]] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # an undo may register (and so undo) more
         self.closing = False
         self.undone: list[str] = []
         self.failures: list[UndoFailure] = []

@@ -1,0 +1,77 @@
+"""kernel/timing.py formulas the lab's port-exhaustion expectations rest on, worked by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from tcpdoctor.errors import InputError
+from tcpdoctor.kernel import timing
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "expected"),
+    [
+        # 40000-40002: 3 ports, remaining = 3 rounded down to 2; the walk visits 40000 and
+        # 40001 (one per parity pass) and never 40002 [measured on 6.18: 2 connections].
+        (40000, 40002, 2),
+        (40000, 40003, 4),  # even size: every port
+        (32768, 60999, 28232),  # the default range is even-sized
+        (40000, 40000, 1),  # one port: remaining 1 is not rounded down
+        (40000, 40001, 2),
+    ],
+)
+def test_connect_ports_rounds_an_odd_range_down(low: int, high: int, expected: int) -> None:
+    assert timing.connect_ports(low, high) == expected
+
+
+def test_connect_ports_with_a_socket_range_uses_every_port() -> None:
+    # IP_LOCAL_PORT_RANGE set on the socket (6.8+): step 1, no parity passes.
+    assert timing.connect_ports(40000, 40002, per_socket_range=True) == 3
+
+
+@pytest.mark.parametrize(("low", "high"), [(5, 4), (0, 10), (10, 70000)])
+def test_connect_ports_rejects_bad_ranges(low: int, high: int) -> None:
+    with pytest.raises(InputError):
+        timing.connect_ports(low, high)
+
+
+def test_exhaustion_with_time_wait() -> None:
+    # 32 ports, 20 req/s, 60 s hold: attempt 32 comes at 32/20 = 1.6 s, long before the
+    # first port returns at 60 s, so failures last 60 - 1.6 = 58.4 s and the cycle then
+    # repeats: 32 successes per 60 s = 0.5333/s.
+    cycle = timing.port_exhaustion(32, 20.0, 60.0)
+    assert cycle.exhausts
+    assert cycle.successes_before_failure == 32
+    assert cycle.first_failure_at == pytest.approx(1.6)
+    assert cycle.ports_back_at == pytest.approx(60.0)
+    assert cycle.failure_window == pytest.approx(58.4)
+    assert cycle.sustained_rate == pytest.approx(32 / 60)
+
+
+def test_exhaustion_with_a_one_second_reuse_delay() -> None:
+    # 16 ports at 40/s run out at 0.4 s; tw_reuse=1 gives them back 1 s after the first
+    # close: a 0.6 s gap, then 16 successes per second.
+    cycle = timing.port_exhaustion(16, 40.0, 1.0)
+    assert cycle.first_failure_at == pytest.approx(0.4)
+    assert cycle.failure_window == pytest.approx(0.6)
+    assert cycle.sustained_rate == pytest.approx(16.0)
+
+
+def test_no_exhaustion_when_ports_come_back_in_time() -> None:
+    # 100 ports at 10/s would need 10 s to use up; with a 1 s hold they never run out.
+    cycle = timing.port_exhaustion(100, 10.0, 1.0)
+    assert not cycle.exhausts
+    assert cycle.first_failure_at is None and cycle.failure_window is None
+    assert cycle.sustained_rate == pytest.approx(10.0)
+
+
+def test_exhaustion_boundary_is_strict() -> None:
+    # Attempt 20 at exactly 1.0 s meets the first port coming back at 1.0 s: not exhausted.
+    assert not timing.port_exhaustion(20, 20.0, 1.0).exhausts
+    assert timing.port_exhaustion(20, 20.5, 1.0).exhausts
+
+
+@pytest.mark.parametrize(("capacity", "rate", "hold"), [(-1, 1.0, 1.0), (1, 0.0, 1.0), (1, 1.0, 0)])
+def test_exhaustion_rejects_bad_input(capacity: int, rate: float, hold: float) -> None:
+    with pytest.raises(InputError):
+        timing.port_exhaustion(capacity, rate, hold)
