@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from tcpdoctor.observe.netns import NetnsTarget
 
 MAX_WATCH_S = 3600.0
+_OVERLAP_SWITCH_S = 0.0002
 
 
 @click.command()
@@ -65,7 +67,8 @@ def doctor(
     """Diagnose TCP connection-lifecycle problems, with evidence and the fix."""
     from tcpdoctor.render import doctor_view
 
-    run = run_doctor(netns_name, netns_pid, watch, interval, idle_timeout, top)
+    prepare = _load_json_writer if as_json else doctor_view.load_rich
+    run = run_doctor(netns_name, netns_pid, watch, interval, idle_timeout, top, prepare)
     if as_json:
         from tcpdoctor.render.json import dumps
 
@@ -100,17 +103,49 @@ def run_doctor(
     interval: float,
     idle_timeout: str | None,
     top: int,
+    prepare: Callable[[], object] = lambda: None,
 ) -> DoctorRun:
-    """Collect (with a progress bar on stderr during a watch), diagnose, audit."""
+    """Collect (with a progress bar on stderr during a watch), diagnose, audit.
+
+    `prepare` (e.g. importing the renderer) runs while the snapshot is being read.
+    """
     from tcpdoctor.diagnose.engine import diagnose
     from tcpdoctor.diagnose.overview import close_wait_by_process, sysctl_audit
 
     target = resolve_target(netns_name, netns_pid)
     seconds, source = _idle_timeout(idle_timeout)
     options = DoctorOptions(idle_timeout=seconds, idle_timeout_source=source, top=top)
-    ctx = _collect(target, options, watch, interval)
+    if watch > 0:
+        ctx = _collect(target, options, watch, interval)
+    else:
+        ctx = _collect_meanwhile(lambda: _collect(target, options, 0, interval), prepare)
     diagnosis = diagnose(ctx)
     return DoctorRun(ctx, diagnosis, sysctl_audit(ctx, diagnosis), close_wait_by_process(ctx, top))
+
+
+def _collect_meanwhile(collect: Callable[[], Context], prepare: Callable[[], object]) -> Context:
+    """Collect in a thread while this one loads the rules and the renderer.
+
+    Most of a large dump is spent waiting for the kernel. The reading thread needs the GIL
+    back after every datagram, so the importing thread hands it over sooner than the
+    default 5 ms while both run.
+    """
+    from tcpdoctor._background import Background
+    from tcpdoctor.diagnose.rules import all_rules
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(_OVERLAP_SWITCH_S)
+    try:
+        pending = Background(collect, "doctor:collect")
+        all_rules()
+        prepare()
+        return pending.result()
+    finally:
+        sys.setswitchinterval(switch)
+
+
+def _load_json_writer() -> None:
+    import tcpdoctor.render.json  # noqa: F401  (loaded while the snapshot is read)
 
 
 def _idle_timeout(text: str | None) -> tuple[float | None, str | None]:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from tcpdoctor._background import Background
 from tcpdoctor.errors import KernelInterfaceError, NamespaceError, PermissionDenied
 from tcpdoctor.kernel import abi
 
@@ -132,22 +132,12 @@ def run_in(target: NetnsTarget | None, work: Callable[[], T]) -> T:
     """Run `work` with the calling thread in `target` (or here, when target is None)."""
     if target is None:
         return work()
-    outcome: list[T] = []
-    failure: list[BaseException] = []
 
-    def body() -> None:
-        try:
-            _enter(target)
-            outcome.append(work())
-        except BaseException as err:  # handed back to the caller's thread below
-            failure.append(err)
+    def inside() -> T:
+        _enter(target)
+        return work()
 
-    thread = threading.Thread(target=body, name=f"netns:{target.label}", daemon=True)
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-    return outcome[0]
+    return Background(inside, f"netns:{target.label}").result()
 
 
 def _enter(target: NetnsTarget) -> None:

@@ -67,6 +67,13 @@ def _audit_json(line: AuditLine) -> dict[str, Any]:
 # --- terminal ----------------------------------------------------------------------------
 
 
+def load_rich() -> None:
+    """Import what print_report() uses (so it can be loaded ahead, while data is read)."""
+    import rich.console
+    import rich.markup
+    import rich.table  # noqa: F401
+
+
 def print_report(
     ctx: Context,
     diagnosis: Diagnosis,
