@@ -105,11 +105,19 @@ def synthetic_close_run(
     return attempts
 
 
-def observe(attempts: list[Attempt], tw_peak: int, server_tw: int | None = None) -> Observed:
+def observe(
+    attempts: list[Attempt], tw_peak: int, server_tw: int | None = None, recycled: int = 0
+) -> Observed:
     rec = TimelineRecorder()
     for a in attempts:
         rec.attempt(a.t, a.error)
-    return Observed(tuple(attempts), rec.freeze(), tw_peak, server_tw, 0)
+    return Observed(tuple(attempts), rec.freeze(), tw_peak, server_tw, recycled)
+
+
+def reuses(attempts: list[Attempt]) -> int:
+    """Successes on a port used before: what TWRecycled counts when reuse applies."""
+    ok = [a for a in attempts if a.ok]
+    return len(ok) - len({a.port for a in ok})
 
 
 def test_an_ideal_default_run_agrees() -> None:
@@ -143,25 +151,27 @@ def test_more_ports_than_expected_disagree() -> None:
 def test_reuse_run_measures_the_sustained_rate() -> None:
     exp = expect(Mode.CLOSE, 64.0, 7.0, knobs(reuse=1), SLACK_250)
     attempts = synthetic_close_run(32, 64.0, 7.0, 1.0)
-    got = measure(observe(attempts, 32), exp.port_hold)
+    got = measure(observe(attempts, 32, recycled=reuses(attempts)), exp.port_hold)
     assert got.sustained_rate == pytest.approx(32.0, rel=0.05)
     checks = compare(exp, got)
-    assert "sustained_rate" in {c.name for c in checks}
+    assert {"sustained_rate", "tw_recycled"} <= {c.name for c in checks}
     assert all(c.agree for c in checks), verdict(checks)
+    miscounted = measure(observe(attempts, 32, recycled=0), exp.port_hold)
+    assert not {c.name: c for c in compare(exp, miscounted)}["tw_recycled"].agree
 
 
 def test_reuse_without_exhaustion_counts_recycled_time_waits() -> None:
     exp = expect(Mode.CLOSE, 16.0, 5.0, knobs(reuse=1), SLACK_250)
     assert not exp.exhausts
-    ok = [Attempt(i, i / 16, True, port=32768 + i % 32, closed=i / 16 + 0.001) for i in range(80)]
-    rec = TimelineRecorder()
-    for a in ok:
-        rec.attempt(a.t)
-    enough = Observed(tuple(ok), rec.freeze(), 32, None, 48)  # 80 - 32 ports = 48 reuses
-    assert all(c.agree for c in compare(exp, measure(enough, exp.port_hold)))
-    too_few = Observed(tuple(ok), rec.freeze(), 32, None, 10)
-    checks = {c.name: c for c in compare(exp, measure(too_few, exp.port_hold))}
-    assert not checks["tw_recycled"].agree
+    ok = [Attempt(i, i / 16, True, port=32768 + i % 20, closed=i / 16 + 0.001) for i in range(80)]
+    good = compare(exp, measure(observe(ok, 20, recycled=60), exp.port_hold))
+    assert all(c.agree for c in good), verdict(good)
+    # 40 ports for 80 connections: more ports than the range has.
+    wide = [Attempt(i, i / 16, True, port=32768 + i % 40, closed=i / 16) for i in range(80)]
+    checks = {c.name: c for c in compare(exp, measure(observe(wide, 32, recycled=40), 1.0))}
+    assert not checks["reused_at_least"].agree
+    wrong = {c.name: c for c in compare(exp, measure(observe(ok, 20, recycled=3), 1.0))}
+    assert not wrong["tw_recycled"].agree
 
 
 def test_pool_expects_one_connection_and_no_time_wait() -> None:
@@ -177,12 +187,16 @@ def test_pool_expects_one_connection_and_no_time_wait() -> None:
 
 def test_server_closes_first_expects_one_server_time_wait_per_port() -> None:
     exp = expect(Mode.SERVER_CLOSES_FIRST, 64.0, 5.0, knobs(), SLACK_250)
-    attempts = [Attempt(i, i / 64, True, port=32768 + i % 30, closed=i / 64) for i in range(320)]
-    good = compare(exp, measure(observe(attempts, 0, server_tw=30), exp.port_hold))
+    # Ports free again at once, so connect() stays on the even ports (notes 4.2).
+    even = [Attempt(i, i / 64, True, port=32768 + 2 * (i % 16), closed=i / 64) for i in range(320)]
+    good = compare(exp, measure(observe(even, 0, server_tw=16), exp.port_hold))
     assert all(c.agree for c in good), verdict(good)
-    bad = {c.name: c for c in compare(exp, measure(observe(attempts, 3, 320), exp.port_hold))}
+    bad = {c.name: c for c in compare(exp, measure(observe(even, 3, 320), exp.port_hold))}
     assert not bad["server_time_wait_after"].agree
     assert not bad["client_time_wait_peak"].agree
+    both = [Attempt(i, i / 64, True, port=32768 + i % 32, closed=i / 64) for i in range(320)]
+    mixed = {c.name: c for c in compare(exp, measure(observe(both, 0, 32), exp.port_hold))}
+    assert not mixed["distinct_client_ports"].agree
 
 
 # --- the tolerance rule -------------------------------------------------------------------
