@@ -733,7 +733,7 @@ def test_orphans_skips_without_counters() -> None:
 
 def test_listen_queue_from_proc_cannot_judge_backlogs() -> None:
     snap = snapshot([listener(7002, rqueue=5, backlog=0)])
-    snap = dataclasses.replace(snap, meta=dataclasses.replace(snap.meta, source=Source.PROC))
+    snap = dataclasses.replace(snap, meta=snap.meta._replace(source=Source.PROC))
     ctx = context(snap)
     assert run(listen_queue_overflow, ctx) == []
     assert any("does not show a listener's backlog" in line for line in ctx.limitations)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 
@@ -81,8 +80,7 @@ def doctor(
         raise click.exceptions.Exit(1)
 
 
-@dataclass(frozen=True, slots=True)
-class DoctorRun:
+class DoctorRun(NamedTuple):
     """Everything one doctor run found; `doctor` and `report` render it."""
 
     ctx: Context

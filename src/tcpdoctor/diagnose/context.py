@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -20,8 +20,7 @@ if TYPE_CHECKING:
     from tcpdoctor.diagnose.watch import WatchPoint
 
 
-@dataclass(frozen=True, slots=True)
-class DoctorOptions:
+class DoctorOptions(NamedTuple):
     idle_timeout: float | None = None  # seconds a middlebox keeps an idle flow
     idle_timeout_source: str | None = None  # the preset name, or "--idle-timeout"
     top: int = 10
@@ -32,7 +31,7 @@ class Context:
     """Samples are oldest first; rules mostly read the newest (`snapshot`)."""
 
     samples: Sequence[Snapshot]  # one, or the first and last of a watch
-    options: DoctorOptions = DoctorOptions()
+    options: DoctorOptions = field(default_factory=DoctorOptions)
     timeline: tuple[WatchPoint, ...] = ()  # every sample of a watch, reduced
     limitations: list[str] = field(default_factory=list)  # what we could not see
 

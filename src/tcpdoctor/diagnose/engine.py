@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tcpdoctor.diagnose.context import Context
 from tcpdoctor.diagnose.model import Finding, Rule, RuleSkipped, Severity
@@ -14,14 +14,12 @@ from tcpdoctor.errors import TcpDoctorError
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class SkippedRule:
+class SkippedRule(NamedTuple):
     rule: str
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Diagnosis:
+class Diagnosis(NamedTuple):
     findings: tuple[Finding, ...]  # most severe first
     skipped: tuple[SkippedRule, ...]
     limitations: tuple[str, ...]

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from tcpdoctor.errors import InputError
 from tcpdoctor.kernel.constants import NF_CT_TCP_TIMEOUT_ESTABLISHED
@@ -31,8 +30,7 @@ USER_SOURCE: Final = "--idle-timeout"  # DoctorOptions.idle_timeout_source for p
 CONNTRACK_SYSCTL: Final = "net.netfilter.nf_conntrack_tcp_timeout_established"
 
 
-@dataclass(frozen=True, slots=True)
-class IdleTimeoutPreset:
+class IdleTimeoutPreset(NamedTuple):
     """One middlebox's idle timeout for established TCP flows."""
 
     name: str  # what --idle-timeout accepts, e.g. "aws-nlb"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from tcpdoctor.errors import InputError
 
@@ -31,8 +30,7 @@ class Severity(enum.IntEnum):
             raise InputError(f"unknown severity {text!r}; use one of {names}") from None
 
 
-@dataclass(frozen=True, slots=True)
-class Evidence:
+class Evidence(NamedTuple):
     """One measured number (or fact) behind a finding."""
 
     key: str  # snake_case, stable: scripts read it from JSON
@@ -76,8 +74,7 @@ class FixKind(enum.Enum):
         return self.value
 
 
-@dataclass(frozen=True, slots=True)
-class Fix:
+class Fix(NamedTuple):
     kind: FixKind
     summary: str  # one line: what to do
     detail: str = ""  # why, and what to watch out for
@@ -85,8 +82,7 @@ class Fix:
     sysctl: str = ""  # the knob this fix changes, full name (ties it to the sysctl audit)
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
+class Finding(NamedTuple):
     rule: str  # rule id, e.g. "ephemeral-port-exhaustion"
     severity: Severity
     title: str  # one line, with the key number
@@ -101,8 +97,7 @@ class RuleSkipped(Exception):
     """A rule could not look (missing privilege, data or kernel feature); not an error."""
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
+class Rule(NamedTuple):
     id: str
     title: str  # what the rule looks for
     check: Callable[[Context], Iterable[Finding]]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from tcpdoctor.diagnose.context import Context
 from tcpdoctor.diagnose.engine import Diagnosis
@@ -48,8 +49,7 @@ def close_wait_by_process(ctx: Context, top: int) -> tuple[ProcessCount, ...]:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class AuditLine:
+class AuditLine(NamedTuple):
     name: str
     value: SysctlValue | None
     default: SysctlValue | None

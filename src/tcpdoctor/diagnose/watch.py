@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tcpdoctor.diagnose.context import Context, DoctorOptions
 from tcpdoctor.kernel.states import TcpState
@@ -41,8 +41,7 @@ WATCHED_COUNTERS = (
 MAX_SAMPLES = 3600  # a watch is bounded in count as well as in time
 
 
-@dataclass(frozen=True, slots=True)
-class WatchPoint:
+class WatchPoint(NamedTuple):
     offset_s: float  # since the first sample
     by_state: dict[TcpState, int]
     counters: dict[str, int]

@@ -6,11 +6,10 @@ A topic is plain data. Its prose is built from tcpdoctor.kernel when the topic i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class KeyNumber:
+class KeyNumber(NamedTuple):
     """One number a topic rests on, with where it comes from.
 
     Durations are in seconds (unit "s"), whatever unit the kernel stores them in, so JSON
@@ -23,8 +22,7 @@ class KeyNumber:
     source: str  # the kernel symbol or tcpdoctor.kernel function that yields it
 
 
-@dataclass(frozen=True)
-class Topic:
+class Topic(NamedTuple):
     """One `tcpdoctor explain TOPIC` page."""
 
     id: str  # fixed; other modules (diagnose findings) refer to it
@@ -39,8 +37,7 @@ class Topic:
     calc: tuple[str, ...]  # `tcpdoctor calc ...` command lines to try
 
 
-@dataclass(frozen=True)
-class TopicEntry:
+class TopicEntry(NamedTuple):
     """A topic as the list shows it (`tcpdoctor explain` without a topic)."""
 
     id: str

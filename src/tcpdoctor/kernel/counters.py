@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from enum import Enum
 from types import MappingProxyType
 from typing import NamedTuple
@@ -43,8 +42,7 @@ SOCKSTAT_SOCKETS = CounterSource("sockstat", "sockets")
 SOCKSTAT_TCP = CounterSource("sockstat", "TCP")
 
 
-@dataclass(frozen=True)
-class CounterSpec:
+class CounterSpec(NamedTuple):
     """One counter or gauge. `added` None: present in every 5.x/6.x kernel."""
 
     name: str
@@ -338,8 +336,7 @@ class Counters(Mapping[str, int]):
         return Counters({**self._values, **other})
 
 
-@dataclass(frozen=True)
-class Sockstat:
+class Sockstat(NamedTuple):
     """/proc/net/sockstat. Named fields for the TCP line; `fields` has every line's values."""
 
     sockets_used: int

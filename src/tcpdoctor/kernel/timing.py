@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from tcpdoctor.errors import InputError
 from tcpdoctor.kernel.constants import (
@@ -163,8 +164,7 @@ class GiveUpReason(Enum):
         return self.value
 
 
-@dataclass(frozen=True)
-class RetransmitSchedule:
+class RetransmitSchedule(NamedTuple):
     """One idealised run of a retransmission timer against a silent peer.
 
     Times count from the original transmission (the kernel's retrans_stamp). `waits[i]` is
@@ -242,8 +242,7 @@ def _time_rule(budget_us: int, reason: GiveUpReason) -> _ExpiryRule:
 # --- established give-up: tcp_retries2 ----------------------------------------------------
 
 
-@dataclass(frozen=True)
-class EstablishedGiveUp:
+class EstablishedGiveUp(NamedTuple):
     """When an ESTABLISHED connection with unacknowledged data reports ETIMEDOUT."""
 
     retries2: int
@@ -298,8 +297,7 @@ def established_give_up(
 # --- SYN_SENT give-up: tcp_syn_retries + tcp_syn_linear_timeouts -------------------------
 
 
-@dataclass(frozen=True)
-class SynGiveUp:
+class SynGiveUp(NamedTuple):
     """When connect() fails with ETIMEDOUT because no SYN-ACK ever came back."""
 
     syn_retries: int
@@ -365,8 +363,7 @@ def syn_give_up(
 # --- SYN-ACK give-up: tcp_synack_retries --------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SynAckGiveUp:
+class SynAckGiveUp(NamedTuple):
     """When a listener drops a request socket whose SYN-ACK is never acknowledged."""
 
     synack_retries: int
@@ -408,8 +405,7 @@ def effective_orphan_retries(sysctl_value: int, *, alive: bool = True) -> int:
     return sysctl_value
 
 
-@dataclass(frozen=True)
-class OrphanGiveUp:
+class OrphanGiveUp(NamedTuple):
     """When an orphaned socket (FIN_WAIT1, LAST_ACK, CLOSING) stops retransmitting."""
 
     orphan_retries: int  # the sysctl value
@@ -459,8 +455,7 @@ def orphan_give_up(
 # --- keepalive ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class KeepaliveDetection:
+class KeepaliveDetection(NamedTuple):
     """When keepalive declares a silent peer dead, counted from the last segment received."""
 
     time: float
@@ -540,8 +535,7 @@ class FinWait2Outcome(Enum):
         return self.value
 
 
-@dataclass(frozen=True)
-class FinWait2Lifetime:
+class FinWait2Lifetime(NamedTuple):
     """How long a FIN_WAIT2 socket lives when the peer never sends its FIN.
 
     `lifetime` is None when there is no timer at all (the application still holds the fd),
@@ -656,8 +650,7 @@ def _set_rto_us(srtt8_us: int, rttvar_us: int, rto_max_us: int, hz: int | None) 
     return -(-min(jiffies, max_jiffies) * _US_PER_S // hz), jiffies > max_jiffies
 
 
-@dataclass(frozen=True)
-class RtoEstimate:
+class RtoEstimate(NamedTuple):
     """RTO for a given smoothed RTT and deviation, the way tcp_set_rto() computes it.
 
     `rttvar` is the mean deviation as ss(8) prints it (tcpi_rttvar, RFC 6298 RTTVAR). The
@@ -707,8 +700,7 @@ def rto_for_rtt(
     )
 
 
-@dataclass(frozen=True)
-class EstimatorState:
+class EstimatorState(NamedTuple):
     """The kernel's scaled estimator fields after a sample, plus the resulting RTO."""
 
     samples: int
@@ -820,8 +812,7 @@ def parse_port_set(text: str) -> frozenset[int]:
     return frozenset(ports)
 
 
-@dataclass(frozen=True)
-class PortCapacity:
+class PortCapacity(NamedTuple):
     """How many connect() calls can be open at once to ONE (saddr, daddr, dport).
 
     Capacity is per destination: sockets to other destinations do not use it up (notes 4.4).
@@ -865,8 +856,7 @@ def port_capacity(
     )
 
 
-@dataclass(frozen=True)
-class ConnectionRateLimit:
+class ConnectionRateLimit(NamedTuple):
     """Highest sustainable rate of new connections to one (saddr, daddr, dport)."""
 
     ports: PortCapacity
@@ -976,8 +966,7 @@ def connect_ports(low: int, high: int, *, per_socket_range: bool = False) -> int
     return remaining & ~1
 
 
-@dataclass(frozen=True)
-class PortExhaustion:
+class PortExhaustion(NamedTuple):
     """Connection-per-request at a steady rate to ONE (saddr, daddr, dport).
 
     Attempt i starts at i / rate (open loop: a failed attempt does not slow the next one).
@@ -1055,8 +1044,7 @@ def time_wait_memory(count: int, *, bytes_per_socket: int = TW_SOCK_BYTES) -> Ti
 # --- timer wheel slack --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TimerSlack:
+class TimerSlack(NamedTuple):
     """How late a timer of a given length can fire (kernel/time/timer.c, since 4.8)."""
 
     nominal: float

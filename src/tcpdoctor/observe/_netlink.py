@@ -16,7 +16,7 @@ import socket
 import struct
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -49,8 +49,7 @@ _MIN_RUN = 8  # shorter datagrams are cheaper to walk one by one than to check w
 _HDR_DTYPE = np.dtype([("len", "<u4"), ("type", "<u2"), ("flags", "<u2"), ("seq", "<u4")])
 
 
-@dataclass(frozen=True, slots=True)
-class DumpResult:
+class DumpResult(NamedTuple):
     sockets: np.ndarray  # SOCKET_DTYPE rows
     info: np.ndarray | None  # INFO_DTYPE rows aligned with sockets, when asked for
     interrupted: bool  # NLM_F_DUMP_INTR persisted through every retry

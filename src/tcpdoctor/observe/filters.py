@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -27,8 +27,7 @@ STATE_GROUPS: dict[str, frozenset[TcpState]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class PortRange:
+class PortRange(NamedTuple):
     low: int
     high: int
 
@@ -76,8 +75,7 @@ def parse_network(text: str) -> IPNetwork:
         raise InputError(f"invalid address or network {text!r}") from None
 
 
-@dataclass(frozen=True, slots=True)
-class SocketFilter:
+class SocketFilter(NamedTuple):
     states: frozenset[TcpState] | None = None
     local_network: IPNetwork | None = None
     remote_network: IPNetwork | None = None

@@ -11,8 +11,7 @@ import ctypes
 import errno
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from tcpdoctor._background import Background
 from tcpdoctor.errors import KernelInterfaceError, NamespaceError, PermissionDenied
@@ -25,8 +24,7 @@ PROC_SYS = "/proc/sys"
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
-class NetnsTarget:
+class NetnsTarget(NamedTuple):
     """A namespace to observe: a bind-mounted name, a process's namespace, or a path."""
 
     path: str
@@ -42,8 +40,7 @@ class NetnsTarget:
         return self.path
 
 
-@dataclass(frozen=True, slots=True)
-class NetnsId:
+class NetnsId(NamedTuple):
     """Identity of an observed namespace: its nsfs inode, and a name when it has one."""
 
     inode: int

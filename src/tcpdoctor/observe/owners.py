@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _SOCKET_LINK_PREFIX = "socket:["
 
 
-@dataclass(frozen=True, slots=True)
-class Owner:
+class Owner(NamedTuple):
     pid: int
     comm: str
     fd: int
 
 
-@dataclass(frozen=True, slots=True)
-class OwnerScan:
+class OwnerScan(NamedTuple):
     owners: dict[int, tuple[Owner, ...]]  # inode -> holders
     unreadable_pids: int  # processes whose fd table we could not read (not root)
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import TypeGuard
+from typing import NamedTuple, TypeGuard
 
 from tcpdoctor.kernel.constants import DEFAULT_PORT_RANGE
 from tcpdoctor.kernel.sysctls import PortRange, PortRanges, lookup_sysctl
@@ -17,8 +16,7 @@ _RANGE = "net.ipv4.ip_local_port_range"
 _RESERVED = "net.ipv4.ip_local_reserved_ports"
 
 
-@dataclass(frozen=True, slots=True)
-class PortPolicy:
+class PortPolicy(NamedTuple):
     port_range: PortRange
     reserved: PortRanges
 

@@ -42,8 +42,7 @@ class Source(enum.Enum):
         return self.value
 
 
-@dataclass(frozen=True, slots=True)
-class SnapshotMeta:
+class SnapshotMeta(NamedTuple):
     taken_at: float  # unix time
     elapsed_s: float  # how long the socket read took
     kernel_release: str

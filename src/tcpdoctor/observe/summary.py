@@ -32,8 +32,7 @@ class Direction(enum.Enum):
         return self.value
 
 
-@dataclass(frozen=True, slots=True)
-class PeerCount:
+class PeerCount(NamedTuple):
     """Connections with one peer address on one service port, in one direction."""
 
     peer_address: str
@@ -43,8 +42,7 @@ class PeerCount:
     by_state: dict[TcpState, int]
 
 
-@dataclass(frozen=True, slots=True)
-class PortUse:
+class PortUse(NamedTuple):
     """connect()-side sockets sharing one (local address, remote address, remote port)."""
 
     local_address: str
@@ -59,8 +57,7 @@ class PortUse:
         return self.in_use / self.capacity if self.capacity else 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class Summary:
+class Summary(NamedTuple):
     total: int
     by_state: dict[TcpState, int]
     top_peers: tuple[PeerCount, ...]

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import NamedTuple
 
 from tcpdoctor.errors import InputError, KernelInterfaceError
 from tcpdoctor.kernel.sysctls import ALL_SYSCTLS, SysctlSpec, SysctlValue, lookup_sysctl
@@ -30,8 +31,7 @@ class ReadStatus(Enum):
     UNREADABLE = "unreadable"  # exists, but we may not read it
 
 
-@dataclass(frozen=True)
-class SysctlReading:
+class SysctlReading(NamedTuple):
     """One knob as found. `value` is set exactly when status is PRESENT."""
 
     spec: SysctlSpec

@@ -1,4 +1,4 @@
-"""JSON rendering: records (dataclasses, enums, numpy scalars) to plain JSON values.
+"""JSON rendering: records (NamedTuples, dataclasses, enums, numpy scalars) to plain JSON values.
 
 Keys are snake_case and documented in docs/json.md. Durations are float seconds unless
 the key ends in _ms.
@@ -29,6 +29,8 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, float | np.floating):
         number = float(value)
         return number if math.isfinite(number) else None
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a NamedTuple record
+        return {name: to_jsonable(getattr(value, name)) for name in value._fields}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):

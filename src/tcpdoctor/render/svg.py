@@ -13,7 +13,7 @@ import itertools
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 CHAR_W = 7.0  # average width of a 12px system-ui character, for label columns
 MAX_LABEL_CHARS = 46
@@ -101,8 +101,7 @@ def _label_width(labels: Sequence[str], floor: float = 90, ceiling: float = 330)
 # --- horizontal bars ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Bar:
+class Bar(NamedTuple):
     label: str
     value: float
     css: str  # colour class of the bar
@@ -140,8 +139,7 @@ def hbar_chart(bars: Sequence[Bar], *, label: str, width: float = 1000) -> str:
 # --- port use against capacity -----------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class CapacityBar:
+class CapacityBar(NamedTuple):
     label: str  # the destination
     sublabel: str  # e.g. the local address
     in_use: int
@@ -220,16 +218,14 @@ def _capacity_row(item: CapacityBar, y: float, left: float, plot: float, hatch: 
 # --- lines over time ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Series:
+class Series(NamedTuple):
     name: str
     values: Sequence[float | None]  # None: no value at that time (a gap)
     css: str  # colour class of the line
     dashed: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):
     """Where a plot sits in its SVG, and its scales."""
 
     left: float

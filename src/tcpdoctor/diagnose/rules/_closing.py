@@ -11,8 +11,7 @@ from __future__ import annotations
 import math
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 
@@ -30,8 +29,7 @@ K = TypeVar("K")
 # --- who holds a socket -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Holder:
+class Holder(NamedTuple):
     """The process a socket belongs to; pid 0 when nobody could be found."""
 
     pid: int
@@ -103,8 +101,7 @@ def note_unknown_owners(ctx: Context, rule: str, unknown: int, what: str) -> Non
 # --- whom a socket talks to ---------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Peer:
+class Peer(NamedTuple):
     """A remote address on one service port: ours (inbound) or the peer's (outbound)."""
 
     address: str
@@ -235,8 +232,7 @@ def max_or_none(values: np.ndarray, digits: int = 1) -> float | None:
 # --- counters -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Trend:
+class Trend(NamedTuple):
     """One counter: its total since the namespace started, and its growth over a watch."""
 
     key: str

@@ -15,7 +15,7 @@ turned a FIN_WAIT1 retransmission into "persist" with a rising probe count].
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -44,8 +44,7 @@ ORPHAN_RETRIES = "net.ipv4.tcp_orphan_retries"
 RETRIES2 = "net.ipv4.tcp_retries2"
 
 
-@dataclass(frozen=True, slots=True)
-class StuckKind:
+class StuckKind(NamedTuple):
     rule_id: str
     state: TcpState
     situation: str  # one sentence: how a socket gets into this state

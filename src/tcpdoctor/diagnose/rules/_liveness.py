@@ -11,7 +11,7 @@ import functools
 import math
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -54,8 +54,7 @@ SYN_LINEAR_TIMEOUTS_SINCE = KernelVersion(6, 5)  # tcp_syn_linear_timeouts (D. M
 # --- the middlebox ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class IdleTimeout:
+class IdleTimeout(NamedTuple):
     """The idle timeout the sockets are compared with, and where it came from."""
 
     seconds: float
@@ -178,8 +177,7 @@ def keepalive_gap_ms(ctx: Context, namespace_time_s: float) -> np.ndarray:
 # --- grouping -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Group:
+class Group(NamedTuple):
     key: str  # "198.18.0.2:443" or "local port 8080"
     inbound: bool  # accepted by a local listener (grouped by our port, not the peer)
     rows: np.ndarray  # indices into ctx.sockets
@@ -237,8 +235,7 @@ def top_groups(ctx: Context, found: list[Group]) -> Iterator[Group]:
 # --- namespace settings ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class KeepaliveSettings:
+class KeepaliveSettings(NamedTuple):
     time: float
     intvl: float
     probes: int
@@ -259,8 +256,7 @@ def keepalive_settings(ctx: Context) -> KeepaliveSettings:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class RetransmitSettings:
+class RetransmitSettings(NamedTuple):
     retries2: int
     rto_max: float  # seconds; tcp_rto_max_ms (6.15+) or TCP_RTO_MAX
     syn_retries: int

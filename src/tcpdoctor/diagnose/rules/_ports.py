@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 
@@ -91,8 +90,7 @@ def pct(part: float, whole: float) -> float:
 # --- TIME_WAIT reuse settings -------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ReuseSettings:
+class ReuseSettings(NamedTuple):
     tw_reuse: int
     tw_reuse_delay_ms: int
     delay_from_sysctl: bool  # False: before 6.14 (an implicit 0-1 s) or unreadable
@@ -156,8 +154,7 @@ def usable_ports(ctx: Context) -> PortCapacity:
 # --- destinations -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Destination:
+class Destination(NamedTuple):
     """connect()-side sockets sharing one (local address, remote address, remote port)."""
 
     family: int

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tcpdoctor.errors import KernelInterfaceError, PermissionDenied
 
@@ -21,14 +21,12 @@ _DENIED = frozenset({errno.EACCES, errno.EPERM})
 _GONE = frozenset({errno.ENOENT, errno.ESRCH})
 
 
-@dataclass(frozen=True, slots=True)
-class NofileLimit:
+class NofileLimit(NamedTuple):
     soft: int | None  # None: unlimited
     hard: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class FileHandles:
+class FileHandles(NamedTuple):
     allocated: int
     maximum: int
 

@@ -20,7 +20,7 @@ abort_on_close_share_pct.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tcpdoctor.diagnose.context import Context
 from tcpdoctor.diagnose.model import Evidence, Finding, Fix, FixKind, Rule, Severity
@@ -33,8 +33,7 @@ SHARE_MIN_PCT = 1.0
 OPENS = ("Tcp.ActiveOpens", "Tcp.PassiveOpens")
 
 
-@dataclass(frozen=True, slots=True)
-class Cause:
+class Cause(NamedTuple):
     key: str
     stem: str  # evidence key prefix
     what: str  # for the title, after "N closes"

@@ -32,9 +32,8 @@ time_to_exhaustion_s.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tcpdoctor.diagnose.context import Context
 from tcpdoctor.diagnose.model import Evidence, Finding, Fix, FixKind, Rule, Severity
@@ -69,8 +68,7 @@ FORECAST_HORIZON_S = 600.0  # a forecast further out than this is not worth a fi
 TOPICS = ("ports", "time-wait", "tw-reuse", "timestamps")
 
 
-@dataclass(frozen=True, slots=True)
-class Forecast:
+class Forecast(NamedTuple):
     """What a watch says about one destination."""
 
     elapsed: float
@@ -81,8 +79,7 @@ class Forecast:
     time_to_exhaustion: float | None
 
 
-@dataclass(frozen=True, slots=True)
-class PortLook:
+class PortLook(NamedTuple):
     dest: Destination
     ports: PortCapacity
     reuse: ReuseSettings
@@ -359,7 +356,7 @@ def _range_fix(ctx: Context, look: PortLook) -> Fix | None:
     wide_low, wide_high = WIDE_PORT_RANGE
     if high - low >= wide_high - wide_low:
         return None
-    wide = dataclasses.replace(ctx.port_policy, port_range=WIDE_PORT_RANGE)
+    wide = ctx.port_policy._replace(port_range=WIDE_PORT_RANGE)
     ports = wide.capacity(bound=ctx.listening_ports.tolist())
     better = rate_limit(
         ports, look.reuse, loopback=look.dest.loopback, peer_timestamps=look.dest.peer_timestamps

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tcpdoctor.diagnose.context import Context
 from tcpdoctor.diagnose.model import Evidence, Finding, Fix, FixKind, Rule, Severity
@@ -47,8 +47,7 @@ MYTH = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Holders:
+class Holders(NamedTuple):
     """TCP sockets of this namespace per holding pid (a shared socket counts for each)."""
 
     sockets: Counter[int]

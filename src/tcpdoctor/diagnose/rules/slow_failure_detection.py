@@ -28,7 +28,7 @@ Evidence keys (data): `retransmitting_connections`, `max_retransmits`, `rto_s`,
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -65,8 +65,7 @@ SUGGESTED_CONNECT_TIMEOUT_S = 3  # covers the SYN retransmissions at 1 and 2 s
 TOPICS = ("retries", "rto", "user-timeout", "syn-retries")  # tcpdoctor explain
 
 
-@dataclass(frozen=True, slots=True)
-class Progress:
+class Progress(NamedTuple):
     """Where one socket is on its retransmission schedule."""
 
     retransmits: int

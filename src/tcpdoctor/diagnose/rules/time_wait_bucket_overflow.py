@@ -25,7 +25,7 @@ overflow_during_watch, overflow_rate.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -55,8 +55,7 @@ NEAR_LIMIT_SHARE = 0.9
 TOPICS = ("max-tw-buckets", "time-wait", "fin-wait2")
 
 
-@dataclass(frozen=True, slots=True)
-class _Look:
+class _Look(NamedTuple):
     minisocks: int
     limit: int | None
     total: int | None  # TCPTimeWaitOverflow, since the namespace was created

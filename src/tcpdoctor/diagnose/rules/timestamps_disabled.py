@@ -14,7 +14,6 @@ max_connection_rate_with_reuse (both per destination with the current port range
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 
 import numpy as np
@@ -47,9 +46,7 @@ def check(ctx: Context) -> Iterator[Finding]:
     reuse = reuse_settings(ctx)
     ports = usable_ports(ctx)
     now = rate_limit(ports, reuse, loopback=False)
-    enabled = rate_limit(
-        ports, dataclasses.replace(reuse, timestamps=1), loopback=False, tw_reuse=1
-    )
+    enabled = rate_limit(ports, reuse._replace(timestamps=1), loopback=False, tw_reuse=1)
     severity = Severity.CRITICAL if reuse.tw_reuse == 1 else Severity.WARNING
     tw = in_state(ctx, TcpState.TIME_WAIT)
     client_tw = tw & ~np.isin(ctx.sockets["sport"].astype(np.int64), ctx.listening_ports)
