@@ -32,3 +32,12 @@ def test_empty_info_reads_absent_in_every_field() -> None:
     info = empty_info(3)
     assert len(info) == 3
     assert all((info[name] == -1).all() for name in INFO_DTYPE.names or ())
+
+
+def test_namespace_label_prefers_name_then_pid_then_host_then_inode() -> None:
+    from tcpdoctor.observe.netns import NetnsId
+
+    assert NetnsId(7, "web", 42, False).label == "web"
+    assert NetnsId(7, None, 42, False).label == "of pid 42"
+    assert NetnsId(7, None, None, True).label == "host"
+    assert NetnsId(7, None, None, None).label == "inode 7"

@@ -48,6 +48,15 @@ class NetnsId(NamedTuple):
     pid: int | None
     is_host: bool | None  # None when pid 1's namespace is hidden from us (sandboxes)
 
+    @property
+    def label(self) -> str:
+        """The namespace for a person: its name, the pid it was reached by, host, or inode."""
+        if self.name:
+            return self.name
+        if self.pid:
+            return f"of pid {self.pid}"
+        return "host" if self.is_host else f"inode {self.inode}"
+
 
 def resolve(name: str | None = None, pid: int | None = None) -> NetnsTarget | None:
     """Turn --netns / --pid into a target; None means the caller's own namespace."""

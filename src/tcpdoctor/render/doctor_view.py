@@ -98,10 +98,7 @@ def print_report(
 
 def _header(console: Console, ctx: Context) -> None:
     meta = ctx.snapshot.meta
-    ns = meta.netns
-    where = ns.name or (
-        f"pid {ns.pid}" if ns.pid else "host" if ns.is_host else f"inode {ns.inode}"
-    )
+    where = meta.netns.label
     when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(meta.taken_at))
     console.print(
         f"[bold]tcpdoctor doctor[/]  {meta.hostname}  netns {where}  kernel "

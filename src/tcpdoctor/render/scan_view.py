@@ -113,16 +113,7 @@ def print_summary(snap: Snapshot, sums: Summary, owner_scan: OwnerScan | None) -
     from rich.table import Table
 
     console = Console()
-    ns = snap.meta.netns
-    where = (
-        f"netns [bold]{ns.name}[/]"
-        if ns.name
-        else f"the netns of pid [bold]{ns.pid}[/]"
-        if ns.pid
-        else "the host netns"
-        if ns.is_host
-        else f"this netns (inode {ns.inode})"
-    )
+    where = f"netns [bold]{snap.meta.netns.label}[/]"
     console.print(
         f"[bold]{sums.total}[/] TCP sockets in {where} "
         f"(kernel {snap.meta.kernel_release}, read in {snap.meta.elapsed_s * 1000:.0f} ms "
