@@ -18,7 +18,6 @@ from tcpdoctor.diagnose.context import Context, DoctorOptions
 from tcpdoctor.diagnose.engine import diagnose
 from tcpdoctor.diagnose.model import Finding, FixKind, RuleSkipped, Severity
 from tcpdoctor.diagnose.rules import (
-    _proc_limits,
     abortive_close,
     close_wait_leak,
     fd_limits,
@@ -34,6 +33,7 @@ from tcpdoctor.kernel.counters import Counters, Sockstat
 from tcpdoctor.kernel.states import TcpState, TimerCode
 from tcpdoctor.kernel.sysctls import SysctlValue
 from tcpdoctor.kernel.timing import fin_wait2_lifetime, orphan_give_up
+from tcpdoctor.observe import limits as proc_limits
 from tcpdoctor.observe.owners import Owner, OwnerScan
 from tcpdoctor.observe.snapshot import Snapshot, Source
 
@@ -90,7 +90,7 @@ def proc(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """An empty fake /proc with a quiet host file-handle count."""
     (tmp_path / "sys" / "fs").mkdir(parents=True)
     (tmp_path / "sys" / "fs" / "file-nr").write_text("5000\t0\t1000000\n")
-    monkeypatch.setattr(_proc_limits, "PROC", str(tmp_path))
+    monkeypatch.setattr(proc_limits, "PROC", str(tmp_path))
     return tmp_path
 
 
@@ -654,7 +654,7 @@ def test_fd_limits_unreadable_limits_is_a_limitation_not_a_crash(
     def refuse(pid: int) -> None:
         raise PermissionDenied(f"cannot read /proc/{pid}/limits: permission denied")
 
-    monkeypatch.setattr(_proc_limits, "read_nofile", refuse)
+    monkeypatch.setattr(proc_limits, "read_nofile", refuse)
     ctx = context(snapshot(held_sockets(owners, 8, "other", 5, 1000)))
     assert run(fd_limits, ctx) == []
     assert any("fd-limits: pid 8" in line for line in ctx.limitations)
@@ -709,11 +709,11 @@ def test_fd_limits_reader_parses_unlimited_and_rejects_garbage(proc: Path) -> No
     fake_process(proc, 11, 2, 1024, 4096)
     limits = proc / "11" / "limits"
     limits.write_text(limits.read_text().replace("1024                ", "unlimited           "))
-    assert _proc_limits.read_nofile(11) == _proc_limits.NofileLimit(None, 4096)
+    assert proc_limits.read_nofile(11) == proc_limits.NofileLimit(None, 4096)
     limits.write_text("Max open files            lots                 4096                 files\n")
     with pytest.raises(KernelInterfaceError):
-        _proc_limits.read_nofile(11)
-    assert _proc_limits.read_nofile(12) is None and _proc_limits.count_fds(12) is None
+        proc_limits.read_nofile(11)
+    assert proc_limits.read_nofile(12) is None and proc_limits.count_fds(12) is None
 
 
 def test_fd_limits_garbled_limits_become_a_limitation(owners: Owners, proc: Path) -> None:

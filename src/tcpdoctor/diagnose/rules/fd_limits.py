@@ -22,12 +22,12 @@ from typing import NamedTuple
 
 from tcpdoctor.diagnose.context import Context
 from tcpdoctor.diagnose.model import Evidence, Finding, Fix, FixKind, Rule, Severity
-from tcpdoctor.diagnose.rules import _proc_limits
 from tcpdoctor.diagnose.rules._closing import grade, plural
 from tcpdoctor.diagnose.rules._common import sysctl_line
 from tcpdoctor.errors import TcpDoctorError
 from tcpdoctor.kernel.constants import DEFAULT_PORT_RANGE, INR_OPEN_CUR, MAX_PORT, NR_OPEN_DEFAULT
 from tcpdoctor.kernel.states import TcpState
+from tcpdoctor.observe import limits
 
 RULE_ID = "fd-limits"
 WARNING_SHARE = 0.80
@@ -94,8 +94,8 @@ def _holders(ctx: Context) -> Holders:
 
 def _process(ctx: Context, pid: int, sockets: int, holders: Holders) -> Finding | None:
     try:
-        limit = _proc_limits.read_nofile(pid)
-        open_fds = _proc_limits.count_fds(pid)
+        limit = limits.read_nofile(pid)
+        open_fds = limits.count_fds(pid)
     except TcpDoctorError as err:
         ctx.limitations.append(f"{RULE_ID}: pid {pid}: {err}")
         return None
@@ -146,7 +146,7 @@ def _process(ctx: Context, pid: int, sockets: int, holders: Holders) -> Finding 
 def _process_fixes(
     pid: int,
     comm: str,
-    limit: _proc_limits.NofileLimit,
+    limit: limits.NofileLimit,
     nr_open: int | None,
     close_wait: int,
 ) -> tuple[Fix, ...]:
@@ -186,7 +186,7 @@ def _process_fixes(
 
 def _host(ctx: Context) -> Finding | None:
     try:
-        handles = _proc_limits.read_file_handles()
+        handles = limits.read_file_handles()
     except TcpDoctorError as err:
         ctx.limitations.append(f"{RULE_ID}: {err}")
         return None

@@ -1,9 +1,8 @@
-"""Descriptor limits read from /proc for fd-limits: a process's RLIMIT_NOFILE and open
-descriptors, and the host's file-handle count.
+"""Descriptor limits read from /proc: a process's RLIMIT_NOFILE and open descriptors, and
+the host's file-handle count (used by the fd-limits rule).
 
-This reads the live kernel at rule time, which belongs in observe/; it lives here until an
-observe/limits.py exists (see the fd-limits report). OSError is translated here: a process
-that exited reads as None, a refusal raises PermissionDenied.
+OSError is translated here: a process that exited reads as None, a refusal raises
+PermissionDenied.
 """
 
 from __future__ import annotations
