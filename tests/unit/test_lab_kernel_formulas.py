@@ -9,30 +9,38 @@ from tcpdoctor.kernel import timing
 
 
 @pytest.mark.parametrize(
-    ("low", "high", "expected"),
+    ("low", "high", "per_scan", "guaranteed", "reachable"),
     [
-        # 40000-40002: 3 ports, remaining = 3 rounded down to 2; the walk visits 40000 and
-        # 40001 (one per parity pass) and never 40002 [measured on 6.18: 2 connections].
-        (40000, 40002, 2),
-        (40000, 40003, 4),  # even size: every port
-        (32768, 60999, 28232),  # the default range is even-sized
-        (40000, 40000, 1),  # one port: remaining 1 is not rounded down
-        (40000, 40001, 2),
+        # 40000-40002: remaining = 3 rounded down to 2, offset = x % 2 made even = 0: the
+        # even pass tries 40000 only, the odd pass 40001; 40002 is never tried.
+        (40000, 40002, 2, 2, 2),
+        # 40000-40032 (K = 33, m = 16): remaining 32, even offsets 0..30; each call tries a
+        # window of 16 of the 17 even ports (e.g. offset 2: 40002..40032) plus the 16 odd
+        # ones. 32 always succeed; the 33rd needs a window holding the last free port.
+        (40000, 40032, 32, 32, 33),
+        (40000, 40003, 4, 4, 4),  # even size: every call covers every port
+        (32768, 60999, 28232, 28232, 28232),  # the default range is even-sized
+        (40000, 40000, 1, 1, 1),  # one port: remaining 1 is not rounded down
     ],
 )
-def test_connect_ports_rounds_an_odd_range_down(low: int, high: int, expected: int) -> None:
-    assert timing.connect_ports(low, high) == expected
+def test_connect_port_walk(
+    low: int, high: int, per_scan: int, guaranteed: int, reachable: int
+) -> None:
+    walk = timing.connect_port_walk(low, high)
+    assert (walk.per_scan, walk.guaranteed, walk.reachable) == (per_scan, guaranteed, reachable)
+    assert walk.range_size == high - low + 1
 
 
-def test_connect_ports_with_a_socket_range_uses_every_port() -> None:
+def test_a_socket_range_walks_every_port() -> None:
     # IP_LOCAL_PORT_RANGE set on the socket (6.8+): step 1, no parity passes.
-    assert timing.connect_ports(40000, 40002, per_socket_range=True) == 3
+    walk = timing.connect_port_walk(40000, 40002, per_socket_range=True)
+    assert (walk.per_scan, walk.guaranteed, walk.reachable) == (3, 3, 3)
 
 
 @pytest.mark.parametrize(("low", "high"), [(5, 4), (0, 10), (10, 70000)])
-def test_connect_ports_rejects_bad_ranges(low: int, high: int) -> None:
+def test_connect_port_walk_rejects_bad_ranges(low: int, high: int) -> None:
     with pytest.raises(InputError):
-        timing.connect_ports(low, high)
+        timing.connect_port_walk(low, high)
 
 
 def test_exhaustion_with_time_wait() -> None:

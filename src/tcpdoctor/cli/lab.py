@@ -211,7 +211,8 @@ def _run_scenario(spec: ScenarioSpec, options: dict[str, Any]) -> None:
         if plot_path is not None:
             click.echo(f"plot: {plot_path}")
     if not result.agree:
-        raise click.exceptions.Exit(int(ExitCode.FINDINGS))
+        # Not click's Exit: under standalone_mode=False click returns its code instead.
+        sys.exit(int(ExitCode.FINDINGS))
 
 
 def _pcap_path(path: Path | None) -> Path | None:

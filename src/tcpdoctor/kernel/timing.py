@@ -946,24 +946,48 @@ def _no_reuse_reason(tw_reuse: int, *, timestamps: bool) -> str:
     return "tcp_tw_reuse=2 only helps loopback destinations; this one is not loopback"
 
 
-def connect_ports(low: int, high: int, *, per_socket_range: bool = False) -> int:
-    """How many ports of ip_local_port_range [low, high] connect() autobinding ever tries.
+class ConnectPortWalk(NamedTuple):
+    """Which ports of ip_local_port_range connect() autobinding can hand out.
 
-    __inet_hash_connect() (net/ipv4/inet_hashtables.c) walks the range in steps of 2, one
-    parity pass after the other, over `remaining = high + 1 - low` rounded down to even
-    (when the range holds more than one port). For an odd-sized range the top port `high`
-    is therefore never handed out [measured on 6.18: 40000-40002 gave 2 connections].
-    With a per-socket IP_LOCAL_PORT_RANGE (6.8+) the step is 1 and every port counts.
+    `guaranteed` connects to one destination always succeed before the first
+    EADDRNOTAVAIL; `reachable` ports can be handed out at all. They differ only for an
+    odd-sized range, where the walk covers an even-sized window that moves between calls.
+    """
+
+    low: int
+    high: int
+    range_size: int
+    per_scan: int  # ports one connect() examines (both parity passes together)
+    guaranteed: int
+    reachable: int
+
+
+def connect_port_walk(low: int, high: int, *, per_socket_range: bool = False) -> ConnectPortWalk:
+    """__inet_hash_connect() (net/ipv4/inet_hashtables.c) over ip_local_port_range [low, high].
+
+    Without a per-socket IP_LOCAL_PORT_RANGE the walk steps by 2: `remaining = high + 1 -
+    low` is rounded down to even, the start `offset` (a hash plus a per-destination
+    perturbation that grows after every connect, modulo remaining) is made even, and the
+    ports low + offset, +2, ... are tried for remaining / 2 steps, wrapping back by
+    `remaining` past `high`; then the same from offset + 1 (the other parity). An even-sized
+    range is covered completely by every call. An odd-sized range K = 2m + 1 has m + 1 ports
+    of low's parity, but each call sees a window of only m of them: one call examines K - 1
+    ports, so K - 1 connects always succeed and the K-th only if that call's window holds
+    the one port still free. For K = 3 the offset is always 0, the window never moves and
+    `high` is never used. [measured on 6.18: 40000-40002 gave 2 connections, 40000-40032
+    gave 33.] With IP_LOCAL_PORT_RANGE set (6.8+) the step is 1 and every port is examined.
     Reserved and bind()-held ports are not subtracted here (see port_capacity()).
     """
     _check_int("port range start", low, MIN_PORT, MAX_PORT)
     _check_int("port range end", high, MIN_PORT, MAX_PORT)
     if low > high:
         raise InputError(f"port range start {low} is above its end {high}")
-    remaining = high + 1 - low
-    if per_socket_range or remaining <= 1:
-        return remaining
-    return remaining & ~1
+    size = high + 1 - low
+    if per_socket_range or size <= 1 or size % 2 == 0:
+        return ConnectPortWalk(low, high, size, size, size, size)
+    per_scan = size - 1
+    reachable = per_scan if per_scan == 2 else size
+    return ConnectPortWalk(low, high, size, per_scan, per_scan, reachable)
 
 
 class PortExhaustion(NamedTuple):
@@ -1097,6 +1121,7 @@ def timer_slack(nominal_seconds: float, hz: int = REFERENCE_HZ) -> TimerSlack:
 
 
 __all__ = [
+    "ConnectPortWalk",
     "ConnectionRateLimit",
     "EstablishedGiveUp",
     "EstimatorState",
@@ -1114,7 +1139,7 @@ __all__ = [
     "SynGiveUp",
     "TimeWaitMemory",
     "TimerSlack",
-    "connect_ports",
+    "connect_port_walk",
     "effective_orphan_retries",
     "established_give_up",
     "fin_wait2_lifetime",

@@ -101,10 +101,11 @@ class Window:
     margin: float  # max(4 ms, 12.5 % of expected), both sides
     slack: float  # timer-wheel lateness, late side only
     resolution: float  # sampling step of the measurement, late side only
+    early: float = 0.0  # a known way the value can come out sooner (e.g. one more port)
 
     @property
     def low(self) -> float:
-        return self.expected - self.margin
+        return self.expected - self.margin - self.early
 
     @property
     def high(self) -> float:
@@ -114,9 +115,11 @@ class Window:
         return self.low <= measured <= self.high
 
 
-def tolerance(expected: float, *, slack: float = 0.0, resolution: float = 0.0) -> Window:
+def tolerance(
+    expected: float, *, slack: float = 0.0, resolution: float = 0.0, early: float = 0.0
+) -> Window:
     margin = max(ABSOLUTE_TOLERANCE_S, RELATIVE_TOLERANCE * abs(expected))
-    return Window(expected, margin, max(0.0, slack), max(0.0, resolution))
+    return Window(expected, margin, max(0.0, slack), max(0.0, resolution), max(0.0, early))
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,16 @@ def within(
         round(window.high, 6),
         basis,
     )
+
+
+def between(
+    name: str, what: str, low: int, high: int, measured: int | None, *, basis: str = ""
+) -> Check:
+    """A count the kernel fixes up to a known spread (low == high: exact)."""
+    agree = measured is not None and low <= measured <= high
+    if low == high:
+        return Check(name, what, low, measured, agree, basis=basis)
+    return Check(name, what, low, measured, agree, "", low, high, basis)
 
 
 def at_least(

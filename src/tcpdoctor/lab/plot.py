@@ -85,6 +85,7 @@ def _states(axis: Any, result: ScenarioResult) -> None:
             if any(counts):
                 axis.step([b.t for b in buckets], counts, where="post", label=f"{host} {state}")
     axis.set_ylabel("sockets")
+    axis.set_ylim(bottom=0)
     if axis.get_legend_handles_labels()[0]:
         axis.legend(loc="upper right")
 

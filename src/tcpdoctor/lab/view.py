@@ -23,7 +23,7 @@ def _num(value: Measure, unit: str = "") -> str:
 
 def _accepted(check: Check) -> str:
     if check.low is not None and check.high is not None:
-        return f"{_num(check.expected, check.unit)}  [{check.low:.3f} .. {check.high:.3f}]"
+        return f"{_num(check.expected, check.unit)}  [{_num(check.low)} .. {_num(check.high)}]"
     if check.low is not None:
         return f">= {_num(check.expected, check.unit)}"
     if check.high is not None:

@@ -352,14 +352,19 @@ def _notes(exp: Expectation, knobs: ClientKnobs, ctx: RunContext) -> tuple[str, 
     size = knobs.port_high - knobs.port_low + 1
     if exp.capacity != size:
         notes.append(
-            f"the range holds {size} ports but connect() only ever tries {exp.capacity}: "
-            "it walks an even-sized window in two parity passes (kernel notes 4.2)"
+            f"the range holds {size} ports but one connect() only tries {exp.capacity} of them "
+            "(an even-sized window, one parity pass after the other; kernel notes 4.2), so "
+            f"ports run out after {_spread(exp.capacity, exp.reachable)} connections"
         )
     if knobs.tw_reuse_delay_ms is None and exp.tw_reuse_applies:
         notes.append("no tcp_tw_reuse_delay (kernel < 6.14): reuse waits 0-1 s")
     if ctx.hz.hz is None:
         notes.append(f"CONFIG_HZ {ctx.hz.source}")
     return tuple(notes)
+
+
+def _spread(low: int, high: int) -> str:
+    return str(low) if low == high else f"{low} or {high}"
 
 
 def _release() -> str:
