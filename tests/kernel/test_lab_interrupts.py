@@ -75,12 +75,14 @@ def _state(pid: int) -> str | None:
 
 
 def start_run() -> tuple[subprocess.Popen[str], set[str]]:
-    """Start a 66 s run and return once its load generator is running."""
+    """Start a 66 s run and return once its load generator is running. The run gets its
+    own process group, like a command started from a shell."""
     proc = subprocess.Popen(
         [TCPDOCTOR, "lab", "run", "port-exhaustion", "--quick", "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
@@ -95,12 +97,22 @@ def start_run() -> tuple[subprocess.Popen[str], set[str]]:
     pytest.fail("the load generator never started")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_removes_everything(sig: signal.Signals) -> None:
+@pytest.mark.parametrize(
+    ("sig", "whole_group"),
+    [
+        (signal.SIGINT, False),
+        (signal.SIGTERM, False),
+        (signal.SIGINT, True),  # Ctrl-C in a terminal: the whole foreground group gets it
+    ],
+)
+def test_interrupt_removes_everything(sig: signal.Signals, whole_group: bool) -> None:
     proc, made = start_run()
     assert len(made) == 2  # client and server namespaces exist mid-run
     kids = children_of(proc.pid)
-    proc.send_signal(sig)
+    if whole_group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert err.strip() == f"tcpdoctor: error: interrupted by {sig.name}"  # one line
@@ -151,3 +163,24 @@ def test_cleanup_needs_root() -> None:
     assert done.stderr.strip().startswith("tcpdoctor: error:")
     assert len(done.stderr.strip().splitlines()) == 1
     assert os.geteuid() != 0 or "root" in done.stderr
+
+
+def test_interrupt_while_the_topology_is_being_built() -> None:
+    before = tdlab_objects()
+    proc = subprocess.Popen(
+        [TCPDOCTOR, "lab", "run", "port-exhaustion", "--quick", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(n.startswith(SCENARIO_PREFIX) for n in tdlab_objects() - before):
+            break  # the first namespace exists: the build is under way
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err
+    assert err.strip() == "tcpdoctor: error: interrupted by SIGINT"
+    assert not {n for n in tdlab_objects() - before if n.startswith(SCENARIO_PREFIX)}

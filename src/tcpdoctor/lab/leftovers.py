@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from tcpdoctor.errors import KernelInterfaceError
 from tcpdoctor.lab import _names, _proc, _runlock
 from tcpdoctor.lab.topology import netns_exists, netns_pids
 from tcpdoctor.observe.netns import NETNS_RUN_DIR
@@ -89,17 +90,22 @@ def parse_tables_json(text: str) -> list[tuple[str, str]]:
 
 def find() -> list[Leftover]:
     """Every tdlab- object visible from the host namespace."""
-    found = [
-        Leftover(Kind.NETNS, name)
-        for name in parse_netns_json(_proc.run(["ip", "-j", "netns", "list"]).stdout)
-    ]
-    found += [
-        Leftover(Kind.LINK, name)
-        for name in parse_links_json(_proc.run(["ip", "-j", "link", "show"]).stdout)
-    ]
-    if shutil.which("nft") is not None:
-        listed = _proc.run(["nft", "-j", "list", "tables"]).stdout
-        found += [Leftover(Kind.NFT_TABLE, n, f) for f, n in parse_tables_json(listed)]
+    try:
+        found = [
+            Leftover(Kind.NETNS, name)
+            for name in parse_netns_json(_proc.run(["ip", "-j", "netns", "list"]).stdout)
+        ]
+        found += [
+            Leftover(Kind.LINK, name)
+            for name in parse_links_json(_proc.run(["ip", "-j", "link", "show"]).stdout)
+        ]
+        if shutil.which("nft") is not None:
+            listed = _proc.run(["nft", "-j", "list", "tables"]).stdout
+            found += [Leftover(Kind.NFT_TABLE, n, f) for f, n in parse_tables_json(listed)]
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise KernelInterfaceError(
+            f"cannot read the list of namespaces, links or tables: {err}"
+        ) from None
     return [item for item in found if _names.is_lab_name(item.name)]
 
 

@@ -204,7 +204,7 @@ def run(ctx: RunContext, values: ParamValues) -> ScenarioResult:
     duration = float(values.get("duration") or auto_duration(mode, rate, knobs, lateness))
     exp = expect(mode, rate, duration, knobs, lateness)
 
-    server_child = _start_server(topo, server, str(link.b.address), mode)
+    server_child = _start_server(topo, server, str(link.b.address), mode, duration)
     capture = ctx.start_capture(client, [link.a.device])
     before = _recycled(client)
     sampler = _observer.StateSampler([client, server]).start()
@@ -245,8 +245,9 @@ def run(ctx: RunContext, values: ParamValues) -> ScenarioResult:
     )
 
 
-def _start_server(topo: Topology, server: Host, address: str, mode: Mode) -> Child:
-    args = ["--host", address, "--port", str(SERVER_PORT)]
+def _start_server(topo: Topology, server: Host, address: str, mode: Mode, duration: float) -> Child:
+    lifetime = duration + READY_TIMEOUT_S + RUN_GRACE_S + SETTLE_S
+    args = ["--host", address, "--port", str(SERVER_PORT), "--max-seconds", f"{lifetime:.0f}"]
     if mode is Mode.SERVER_CLOSES_FIRST:
         args.append("--server-closes-first")
     child = topo.spawn(server, "tcpdoctor.lab._server", args)
@@ -297,15 +298,19 @@ def _run_load(
 
 
 def _attempt(record: dict[str, Any], t0: float) -> Attempt:
-    closed = record.get("closed")
-    return Attempt(
-        index=int(record["i"]),
-        t=float(record["t"]) - t0,
-        ok=bool(record["ok"]),
-        error=record.get("error"),
-        port=record.get("port"),
-        closed=None if closed is None else float(closed) - t0,
-    )
+    try:
+        closed = record.get("closed")
+        port = record.get("port")
+        return Attempt(
+            index=int(record["i"]),
+            t=float(record["t"]) - t0,
+            ok=bool(record["ok"]),
+            error=None if record.get("error") is None else str(record["error"]),
+            port=None if port is None else int(port),
+            closed=None if closed is None else float(closed) - t0,
+        )
+    except (KeyError, TypeError, ValueError):
+        raise ScenarioError(f"the lab client reported a malformed attempt: {record}") from None
 
 
 def _observe(
