@@ -56,6 +56,7 @@ READY_TIMEOUT_S = 15.0  # python start-up inside a namespace on a busy 2-core ma
 SETTLE_S = 0.3  # after the load: let the last closes finish before the final sample
 RUN_GRACE_S = 30.0  # the client must be done within duration + this
 CONNECT_TIMEOUT_S = 2.0
+PROGRESS_EVERY_S = 0.5
 RELEVANT = (
     "net.ipv4.ip_local_port_range",
     "net.ipv4.tcp_tw_reuse",
@@ -275,24 +276,30 @@ def _run_load(
     t0: float | None = None
     attempts: list[Attempt] = []
     pool_closed: float | None = None
+    shown, failed = 0.0, 0
     while True:
-        record = lines.get(min(deadline, time.monotonic() + 0.5))
+        record = lines.get(min(deadline, time.monotonic() + PROGRESS_EVERY_S))
+        now = time.monotonic()
+        if t0 is not None and now - shown >= PROGRESS_EVERY_S:
+            ctx.progress(now - t0, f"{len(attempts)} requests, {failed} failed")
+            shown = now
         if record is None:
-            if lines.ended or time.monotonic() >= deadline:
+            if lines.ended or now >= deadline:
                 detail = child.stderr_tail() or "no output"
                 raise ScenarioError(f"the lab client stopped early: {detail}")
-            if t0 is not None:
-                ctx.progress(time.monotonic() - t0, "load running")
             continue
         kind = record.get("kind")
         if kind == "start":
             t0 = float(record["t0"])
         elif kind == "attempt" and t0 is not None:
             attempts.append(_attempt(record, t0))
+            failed += not attempts[-1].ok
         elif kind == "done" and t0 is not None:
             closed = record.get("pool_closed")
             pool_closed = None if closed is None else float(closed)
             break
+    if t0 is None:
+        raise ScenarioError("the lab client finished without starting")
     child.close_stdin()
     return _Load(tuple(attempts), t0, time.monotonic(), pool_closed)
 
