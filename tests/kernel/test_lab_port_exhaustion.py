@@ -152,3 +152,12 @@ def test_an_odd_port_range(port_range: str, rate: str, first_failure_after: set[
     assert {expected["port_capacity"], expected["port_capacity_max"]} == first_failure_after
     assert measured["successes_before_failure"] in first_failure_after
     assert any("one connect() only tries" in note for note in result["notes"])
+
+
+def test_a_small_tcp_max_tw_buckets_skips_time_wait_instead() -> None:
+    result = run_lab("--sysctl", "net.ipv4.tcp_max_tw_buckets=10")
+    assert result["agree"], explain(result)
+    measured = result["measured"]
+    assert measured["failures"] == 0
+    assert measured["client_time_wait_peak"] == 10
+    assert measured["tw_overflow"] == measured["successes"] - 10

@@ -209,3 +209,21 @@ def test_tolerance_is_4_ms_or_an_eighth() -> None:
     assert long.low == pytest.approx(52.5)  # 12.5 % of 60 s
     assert long.high == pytest.approx(60 + 7.5 + 2.048 + 0.015625)  # late side only
     assert long.contains(61.95) and not long.contains(52.0) and not long.contains(70.0)
+
+
+def test_a_small_time_wait_limit_means_the_ports_never_run_out() -> None:
+    small = ClientKnobs(32768, 32799, 2, 1000, True, None, max_tw_buckets=10)
+    exp = expect(Mode.CLOSE, 64.0, 5.0, small, SLACK_250)
+    assert exp.overflows and not exp.exhausts and exp.time_wait_limit == 10
+    ok = [Attempt(i, i / 64, True, port=32768 + i % 16, closed=i / 64) for i in range(320)]
+    rec = TimelineRecorder()
+    for a in ok:
+        rec.attempt(a.t)
+    right = Observed(tuple(ok), rec.freeze(), 10, None, 0, tw_overflow=310)
+    assert all(c.agree for c in compare(exp, measure(right, exp.port_hold)))
+    wrong = Observed(tuple(ok), rec.freeze(), 11, None, 0, tw_overflow=0)
+    bad = {c.name: c for c in compare(exp, measure(wrong, exp.port_hold))}
+    assert not bad["client_time_wait_peak"].agree and not bad["tw_overflow"].agree
+    # A limit at or above the capacity changes nothing.
+    roomy = ClientKnobs(32768, 32799, 2, 1000, True, None, max_tw_buckets=32)
+    assert expect(Mode.CLOSE, 64.0, 66.0, roomy, SLACK_250).exhausts

@@ -62,6 +62,7 @@ class ClientKnobs:
     tw_reuse_delay_ms: int | None  # None: kernel before 6.14 (1 Hz check, 0-1 s)
     timestamps: bool
     server_max_tw_buckets: int | None
+    max_tw_buckets: int | None = None  # the client's own tcp_max_tw_buckets
 
     @classmethod
     def from_text(
@@ -79,6 +80,7 @@ class ClientKnobs:
             tw_reuse_delay_ms=_int(client, "net.ipv4.tcp_tw_reuse_delay", None),
             timestamps=bool(_int(client, "net.ipv4.tcp_timestamps", 1)),
             server_max_tw_buckets=_int(server or {}, "net.ipv4.tcp_max_tw_buckets", None),
+            max_tw_buckets=_int(client, "net.ipv4.tcp_max_tw_buckets", None),
         )
 
 
@@ -99,8 +101,14 @@ class Expectation:
     port_hold: float  # how long a closed connection keeps its port (client side)
     hold_slack: float  # timer-wheel lateness allowed on top (0 when no timer decides)
     hold_basis: str
-    cycle: timing.PortExhaustion | None  # None when the client holds no TIME_WAIT
+    cycle: timing.PortExhaustion | None  # None when the client cannot run out of ports
     server_max_tw_buckets: int | None = None
+    time_wait_limit: int | None = None  # set when the client's tcp_max_tw_buckets < capacity
+
+    @property
+    def overflows(self) -> bool:
+        """More closes than TIME_WAIT slots: the rest skip TIME_WAIT (notes 1.4)."""
+        return self.time_wait_limit is not None
 
     @property
     def exhausts(self) -> bool:
@@ -123,6 +131,7 @@ class Expectation:
             "failure_window_s": cycle.failure_window if cycle else None,
             "sustained_rate": cycle.sustained_rate if cycle else self.rate,
             "failures": None if self.exhausts else 0,
+            "time_wait_limit": self.time_wait_limit,
         }
 
 
@@ -155,7 +164,16 @@ def expect(
     attempts = count_attempts(rate, duration)
     hold, slack, applies, why = client_hold(knobs, hz_lateness)
     cycle = timing.port_exhaustion(capacity, rate, hold) if mode is Mode.CLOSE else None
-    if mode is not Mode.CLOSE:
+    limit = knobs.max_tw_buckets
+    overflow = mode is Mode.CLOSE and limit is not None and limit < capacity
+    if overflow:
+        # At most `limit` ports are ever held: the ports cannot run out.
+        cycle = None
+        why = (
+            f"tcp_max_tw_buckets={limit} is below the {capacity} ports: closes beyond it "
+            "skip TIME_WAIT and free their port at once"
+        )
+    elif mode is not Mode.CLOSE:
         why = (
             "one connection for every request: nothing closes until the end"
             if mode is Mode.POOL
@@ -174,6 +192,7 @@ def expect(
         why,
         cycle,
         knobs.server_max_tw_buckets,
+        limit if overflow else None,
     )
 
 
@@ -213,6 +232,7 @@ class Observed:
     client_time_wait_during: int  # peak over samples taken while the load ran
     server_time_wait_after: int | None  # sampled once the load was over
     tw_recycled: int | None  # TcpExt.TWRecycled growth in the client namespace
+    tw_overflow: int | None = None  # TcpExt.TCPTimeWaitOverflow growth in the client
 
 
 @dataclass(frozen=True)
@@ -231,6 +251,7 @@ class Measured:
     client_time_wait_peak: int
     server_time_wait_after: int | None
     tw_recycled: int | None
+    tw_overflow: int | None = None
 
     def as_dict(self) -> dict[str, Measure]:
         return {
@@ -249,6 +270,7 @@ class Measured:
             "client_time_wait_peak": self.client_time_wait_peak,
             "server_time_wait_after": self.server_time_wait_after,
             "tw_recycled": self.tw_recycled,
+            "tw_overflow": self.tw_overflow,
         }
 
 
@@ -285,6 +307,7 @@ def measure(observed: Observed, hold: float) -> Measured:
         client_time_wait_peak=observed.client_time_wait_during,
         server_time_wait_after=observed.server_time_wait_after,
         tw_recycled=observed.tw_recycled,
+        tw_overflow=observed.tw_overflow,
     )
 
 
@@ -308,6 +331,8 @@ def compare(exp: Expectation, got: Measured) -> tuple[Check, ...]:
         checks = _pool_checks(exp, got)
     elif exp.mode is Mode.SERVER_CLOSES_FIRST:
         checks = _server_first_checks(exp, got)
+    elif exp.overflows:
+        checks = _overflow_checks(exp, got)
     elif exp.exhausts:
         checks = _exhaustion_checks(exp, got)
     else:
@@ -319,7 +344,7 @@ def compare(exp: Expectation, got: Measured) -> tuple[Check, ...]:
 def _recycled_check(exp: Expectation, got: Measured) -> Check | None:
     """TcpExt.TWRecycled: with reuse, every success on a port used before took over that
     port's TIME_WAIT (none expire within 60 s); without reuse, nothing is ever taken over."""
-    if got.tw_recycled is None:
+    if got.tw_recycled is None or exp.overflows:
         return None
     if exp.mode is Mode.CLOSE and exp.tw_reuse_applies:
         if exp.duration >= TCP_TIMEWAIT_LEN:
@@ -444,6 +469,33 @@ def _no_exhaustion_checks(exp: Expectation, got: Measured) -> tuple[Check, ...]:
                 beyond,
                 got.successes - got.distinct_ports,
                 basis="more connections than ports within 60 s: the rest must reuse",
+            )
+        )
+    return tuple(checks)
+
+
+def _overflow_checks(exp: Expectation, got: Measured) -> tuple[Check, ...]:
+    limit = exp.time_wait_limit
+    assert limit is not None
+    checks = [
+        *_no_exhaustion_checks(exp, got),
+        at_most(
+            "client_time_wait_peak",
+            "client TIME_WAIT peak",
+            limit,
+            got.client_time_wait_peak,
+            basis="tcp_max_tw_buckets, per namespace (notes 1.4)",
+        ),
+    ]
+    # Within 60 s no TIME_WAIT expires to free a slot; reuse would free some too.
+    if got.tw_overflow is not None and not exp.tw_reuse_applies and exp.duration < TCP_TIMEWAIT_LEN:
+        checks.append(
+            exact(
+                "tw_overflow",
+                "closes that skipped TIME_WAIT (TCPTimeWaitOverflow)",
+                max(0, got.successes - limit),
+                got.tw_overflow,
+                basis="every close after the first tcp_max_tw_buckets ones",
             )
         )
     return tuple(checks)

@@ -57,6 +57,7 @@ SETTLE_S = 0.3  # after the load: let the last closes finish before the final sa
 RUN_GRACE_S = 30.0  # the client must be done within duration + this
 CONNECT_TIMEOUT_S = 2.0
 PROGRESS_EVERY_S = 0.5
+COUNTERS = ("TcpExt.TWRecycled", "TcpExt.TCPTimeWaitOverflow")
 RELEVANT = (
     "net.ipv4.ip_local_port_range",
     "net.ipv4.tcp_tw_reuse",
@@ -207,7 +208,7 @@ def run(ctx: RunContext, values: ParamValues) -> ScenarioResult:
 
     server_child = _start_server(topo, server, str(link.b.address), mode, duration)
     capture = ctx.start_capture(client, [link.a.device])
-    before = _recycled(client)
+    before = _counters(client)
     sampler = _observer.StateSampler([client, server]).start()
     try:
         load = _run_load(topo, client, str(link.b.address), mode, exp.attempts, rate, ctx)
@@ -219,7 +220,7 @@ def run(ctx: RunContext, values: ParamValues) -> ScenarioResult:
             capture.stop()
     server_child.close_stdin()
     samples += final
-    after = _recycled(client)
+    after = _counters(client)
 
     observed = _observe(load, samples, before, after)
     measured = measure(observed, exp.port_hold)
@@ -321,7 +322,10 @@ def _attempt(record: dict[str, Any], t0: float) -> Attempt:
 
 
 def _observe(
-    load: _Load, samples: Sequence[_observer.StateSample], before: int | None, after: int | None
+    load: _Load,
+    samples: Sequence[_observer.StateSample],
+    before: dict[str, int | None],
+    after: dict[str, int | None],
 ) -> Observed:
     recorder = TimelineRecorder(load.ended - load.t0)
     recorder.event(0.0, "load_start", f"{len(load.attempts)} requests")
@@ -350,13 +354,21 @@ def _observe(
         timeline=recorder.freeze(),
         client_time_wait_during=max(client_tw_during or client_tw or [0]),
         server_time_wait_after=server_final[-1].counts.get(TIME_WAIT, 0) if server_final else None,
-        tw_recycled=None if before is None or after is None else after - before,
+        tw_recycled=_grew(before, after, "TcpExt.TWRecycled"),
+        tw_overflow=_grew(before, after, "TcpExt.TCPTimeWaitOverflow"),
     )
 
 
-def _recycled(host: Host) -> int | None:
+def _counters(host: Host) -> dict[str, int | None]:
     snap = snapshot.take(host.target, kernel_state=True)
-    return snap.counters.value("TcpExt.TWRecycled") if snap.counters is not None else None
+    if snap.counters is None:
+        return dict.fromkeys(COUNTERS)
+    return {name: snap.counters.value(name) for name in COUNTERS}
+
+
+def _grew(before: dict[str, int | None], after: dict[str, int | None], name: str) -> int | None:
+    first, last = before.get(name), after.get(name)
+    return None if first is None or last is None else last - first
 
 
 def _notes(exp: Expectation, knobs: ClientKnobs, ctx: RunContext) -> tuple[str, ...]:
