@@ -86,6 +86,10 @@ NF_CT_TCP_TIMEOUT_TIME_WAIT: Final = 120  # 2 MINS
 NF_CT_TCP_TIMEOUT_CLOSE: Final = 10  # 10 SECS
 NF_CT_TCP_TIMEOUT_MAX_RETRANS: Final = 300  # 5 MINS (TCP_CONNTRACK_RETRANS)
 NF_CT_TCP_TIMEOUT_UNACKNOWLEDGED: Final = 300  # 5 MINS (TCP_CONNTRACK_UNACK)
+# nf_ct_tcp_loose in nf_conntrack_proto_tcp.c, copied into each namespace's tcp_loose by
+# nf_conntrack_tcp_init_net(): a segment without SYN for which no entry exists is picked up
+# mid-stream as a NEW entry (tcp_new()) instead of being left untracked (ct state invalid).
+NF_CT_TCP_LOOSE_DEFAULT: Final = 1
 
 # --- Limits and clocks used by kernel/timing.py -------------------------------------------
 MAX_TCP_SYNCNT: Final = 127  # tcp.h; cap of TCP_SYNCNT, tcp_syn_retries, syn_linear_timeouts

@@ -22,6 +22,7 @@ from tcpdoctor.errors import InputError, KernelInterfaceError
 from tcpdoctor.kernel.constants import (
     DEFAULT_PORT_RANGE,
     MAX_PORT,
+    NF_CT_TCP_LOOSE_DEFAULT,
     NF_CT_TCP_TIMEOUT_CLOSE,
     NF_CT_TCP_TIMEOUT_CLOSE_WAIT,
     NF_CT_TCP_TIMEOUT_ESTABLISHED,
@@ -740,8 +741,31 @@ ALL_SYSCTLS: tuple[SysctlSpec, ...] = (
         "established",
         NF_CT_TCP_TIMEOUT_ESTABLISHED,
         "How long an idle tracked ESTABLISHED connection is remembered (5 days).",
-        "If shorter than the application's idle periods the box forgets the flow; later "
-        "packets look invalid and are typically dropped, so the connection hangs silently.",
+        "If shorter than the application's idle periods the box forgets the flow. The next "
+        "segment has no entry: it is picked up again as a NEW flow without SYN "
+        "(nf_conntrack_tcp_loose=1) or left INVALID (=0), and a stateful firewall drops "
+        "either, so the connection hangs silently [measured in the lab: "
+        "idle-timeout-middlebox].",
+    ),
+    SysctlSpec(
+        name="net.netfilter.nf_conntrack_tcp_loose",
+        unit=Unit.BOOLEAN,
+        scope=Scope.PER_NETNS,
+        default=NF_CT_TCP_LOOSE_DEFAULT,
+        meaning=(
+            "1: a TCP segment without SYN that matches no entry starts a new entry in "
+            "ESTABLISHED (mid-stream pickup), so a flow the box forgot, or one that existed "
+            "before conntrack was loaded, is tracked and NATed again. 0: such segments stay "
+            "untracked and match 'ct state invalid'."
+        ),
+        risks=(
+            "With 1 the picked-up segment is ct state NEW without SYN: rule sets that accept "
+            "only SYNs as new drop it anyway, and a DNAT load balancer may map it to another "
+            "backend, which answers with an RST. With 0 nothing is NATed after the entry is "
+            "gone."
+        ),
+        kernel_symbol="nf_ct_tcp_loose; tcp_new() in net/netfilter/nf_conntrack_proto_tcp.c",
+        requires_module="nf_conntrack",
     ),
     _ct_timeout(
         "syn_sent",

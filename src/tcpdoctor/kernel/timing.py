@@ -468,6 +468,17 @@ class KeepaliveDetection(NamedTuple):
     reason: GiveUpReason
 
 
+def _keepalive_us(time: float, intvl: float) -> tuple[int, int]:
+    """TCP_KEEPIDLE and TCP_KEEPINTVL in microseconds, within the ranges setsockopt takes."""
+    time_us = _check_positive("keepalive time", time)
+    intvl_us = _check_positive("keepalive interval", intvl)
+    if time_us > MAX_TCP_KEEPIDLE * _US_PER_S:
+        raise InputError(f"keepalive time must be at most {MAX_TCP_KEEPIDLE} s, got {time}")
+    if intvl_us > MAX_TCP_KEEPINTVL * _US_PER_S:
+        raise InputError(f"keepalive interval must be at most {MAX_TCP_KEEPINTVL} s, got {intvl}")
+    return time_us, intvl_us
+
+
 def keepalive_detection(
     time: float = TCP_KEEPALIVE_TIME,
     intvl: float = TCP_KEEPALIVE_INTVL,
@@ -484,12 +495,7 @@ def keepalive_detection(
     the first firing where idle >= user_timeout and at least one probe went out (notes
     5.4). Ranges are those of TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_KEEPCNT.
     """
-    time_us = _check_positive("keepalive time", time)
-    intvl_us = _check_positive("keepalive interval", intvl)
-    if time_us > MAX_TCP_KEEPIDLE * _US_PER_S:
-        raise InputError(f"keepalive time must be at most {MAX_TCP_KEEPIDLE} s, got {time}")
-    if intvl_us > MAX_TCP_KEEPINTVL * _US_PER_S:
-        raise InputError(f"keepalive interval must be at most {MAX_TCP_KEEPINTVL} s, got {intvl}")
+    time_us, intvl_us = _keepalive_us(time, intvl)
     _check_int("keepalive probes", probes, 1, MAX_TCP_KEEPCNT)
     ut_us = _user_timeout_us(user_timeout)
 
@@ -519,6 +525,31 @@ def _keepalive_abort(
             return GiveUpReason.USER_TIMEOUT
         return None
     return GiveUpReason.PROBES_EXHAUSTED if probes_out >= probes else None
+
+
+class KeepaliveAnswered(NamedTuple):
+    """Keepalive on a connection whose peer answers every probe: when probes go out."""
+
+    time: float
+    intvl: float
+    first_probe: float  # idle time (since the last segment received) of the first probe
+    period: float  # between later probes, while the peer keeps answering
+
+
+def keepalive_answered(
+    time: float = TCP_KEEPALIVE_TIME, intvl: float = TCP_KEEPALIVE_INTVL
+) -> KeepaliveAnswered:
+    """Probe times of an idle connection whose peer is alive, from tcp_keepalive_timer().
+
+    The first probe goes out at `time` of idleness. It is sent and the timer re-armed
+    after `intvl`; the peer's ACK resets probes_out and the idle clock (rcv_tstamp). At the
+    next firing the connection has been idle for about `intvl`: if that is at least `time`
+    a probe goes out at once, otherwise the timer is re-armed for `time - idle`. So probes
+    follow each other every max(time, intvl), the round trip aside. Timer-wheel lateness
+    (timer_slack()) comes on top of each firing.
+    """
+    time_us, intvl_us = _keepalive_us(time, intvl)
+    return KeepaliveAnswered(_s(time_us), _s(intvl_us), _s(time_us), _s(max(time_us, intvl_us)))
 
 
 # --- FIN_WAIT2 ----------------------------------------------------------------------------
@@ -1128,6 +1159,7 @@ __all__ = [
     "FinWait2Lifetime",
     "FinWait2Outcome",
     "GiveUpReason",
+    "KeepaliveAnswered",
     "KeepaliveDetection",
     "OrphanGiveUp",
     "PortCapacity",
@@ -1143,6 +1175,7 @@ __all__ = [
     "effective_orphan_retries",
     "established_give_up",
     "fin_wait2_lifetime",
+    "keepalive_answered",
     "keepalive_detection",
     "max_connection_rate",
     "model_timeout",
