@@ -227,3 +227,27 @@ def test_a_small_time_wait_limit_means_the_ports_never_run_out() -> None:
     # A limit at or above the capacity changes nothing.
     roomy = ClientKnobs(32768, 32799, 2, 1000, True, None, max_tw_buckets=32)
     assert expect(Mode.CLOSE, 64.0, 66.0, roomy, SLACK_250).exhausts
+
+
+def test_a_run_too_short_to_see_the_recovery_expects_none() -> None:
+    exp = expect(Mode.CLOSE, 64.0, 10.0, knobs(), SLACK_250)
+    attempts = synthetic_close_run(32, 64.0, 10.0, 60.0)
+    checks = {c.name: c for c in compare(exp, measure(observe(attempts, 32), exp.port_hold))}
+    assert checks["recovery_at"].agree and "ports_back_after_close" not in checks
+    assert all(c.agree for c in checks.values())
+    # 55 s: the first port may come back (from 52.5 s) or not (until 69.6 s): not judged.
+    exp = expect(Mode.CLOSE, 64.0, 55.0, knobs(), SLACK_250)
+    attempts = synthetic_close_run(32, 64.0, 55.0, 60.0)
+    names = {c.name for c in compare(exp, measure(observe(attempts, 32), exp.port_hold))}
+    assert not names & {"recovery_at", "ports_back_after_close", "failure_window_s"}
+
+
+def test_fewer_requests_than_ports_expect_no_failure() -> None:
+    exp = expect(Mode.CLOSE, 64.0, 0.25, knobs(), SLACK_250)
+    assert exp.attempts == 16
+    ok = synthetic_close_run(32, 64.0, 0.25, 60.0)
+    checks = compare(exp, measure(observe(ok, 16), exp.port_hold))
+    assert all(c.agree for c in checks), verdict(checks)
+    failed = [*ok[:-1], Attempt(15, 15 / 64, False, error="EADDRNOTAVAIL")]
+    checks = {c.name: c for c in compare(exp, measure(observe(failed, 15), exp.port_hold))}
+    assert not checks["failures"].agree
