@@ -9,7 +9,7 @@ A port range may be written "40000 40063", "40000-40063" or "40000,40063".
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tcpdoctor.errors import InputError, KernelInterfaceError
@@ -69,7 +69,3 @@ def parse_settings(texts: Iterable[str]) -> tuple[SysctlSetting, ...]:
         chosen.pop(setting.name, None)
         chosen[setting.name] = setting
     return tuple(chosen.values())
-
-
-def as_mapping(settings: Iterable[SysctlSetting]) -> Mapping[str, str]:
-    return {s.name: s.text for s in settings}

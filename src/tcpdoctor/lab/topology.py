@@ -20,7 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import IO
 
@@ -338,7 +338,3 @@ def _stop_processes_in(name: str) -> None:
     for pid in netns_pids(name):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, 9)
-
-
-def settings_by_name(settings: Iterable[SysctlSetting]) -> Mapping[str, str]:
-    return {s.name: s.text for s in settings}

@@ -187,31 +187,47 @@ class _Load:
     pool_closed: float | None
 
 
-def run(ctx: RunContext, values: ParamValues) -> ScenarioResult:
+@dataclass(frozen=True)
+class _Built:
+    client: Host
+    server: Host
+    server_address: str
+    client_device: str
+    read_back: dict[str, dict[str, str | None]]  # host role -> knob -> value as read back
+
+
+def _build(ctx: RunContext, values: ParamValues) -> _Built:
+    """Two hosts on one veth pair, their sysctls applied and read back."""
     topo = ctx.topology
-    mode, rate = _mode(values), _rate(values)
-    ctx.progress(0.0, "building the namespaces")
     client, server = topo.add_host("client"), topo.add_host("server")
     link = topo.link(client, server)
     topo.apply(server, ctx.sysctls)
     topo.apply(client, client_settings(values, ctx.sysctls))
+    knobs = (*RELEVANT, *(s.name for s in ctx.sysctls))
     read_back = {
-        "client": {name: topo.read_sysctl(client, name) for name in RELEVANT},
-        "server": {name: topo.read_sysctl(server, name) for name in RELEVANT},
+        host.role: {name: topo.read_sysctl(host, name) for name in dict.fromkeys(knobs)}
+        for host in (client, server)
     }
-    for setting in ctx.sysctls:
-        read_back["server"][setting.name] = topo.read_sysctl(server, setting.name)
-    knobs = ClientKnobs.from_text(read_back["client"], read_back["server"])
+    return _Built(client, server, str(link.b.address), link.a.device, read_back)
+
+
+def run(ctx: RunContext, values: ParamValues) -> ScenarioResult:
+    topo = ctx.topology
+    mode, rate = _mode(values), _rate(values)
+    ctx.progress(0.0, "building the namespaces")
+    built = _build(ctx, values)
+    client, server = built.client, built.server
+    knobs = ClientKnobs.from_text(built.read_back["client"], built.read_back["server"])
     lateness = ctx.hz.max_lateness(TCP_TIMEWAIT_LEN)
     duration = float(values.get("duration") or auto_duration(mode, rate, knobs, lateness))
     exp = expect(mode, rate, duration, knobs, lateness)
 
-    server_child = _start_server(topo, server, str(link.b.address), mode, duration)
-    capture = ctx.start_capture(client, [link.a.device])
+    server_child = _start_server(topo, server, built.server_address, mode, duration)
+    capture = ctx.start_capture(client, [built.client_device])
     before = _counters(client)
     sampler = _observer.StateSampler([client, server]).start()
     try:
-        load = _run_load(topo, client, str(link.b.address), mode, exp.attempts, rate, ctx)
+        load = _run_load(topo, client, built.server_address, mode, exp.attempts, rate, ctx)
         time.sleep(SETTLE_S)
         final = [_observer.sample(client), _observer.sample(server)]
     finally:
@@ -219,19 +235,16 @@ def run(ctx: RunContext, values: ParamValues) -> ScenarioResult:
         if capture is not None:
             capture.stop()
     server_child.close_stdin()
-    samples += final
-    after = _counters(client)
-
-    observed = _observe(load, samples, before, after)
+    observed = _observe(load, [*samples, *final], before, _counters(client))
     measured = measure(observed, exp.port_hold)
     checks = compare(exp, measured)
-    notes = _notes(exp, knobs, ctx)
     return ScenarioResult(
         scenario=NAME,
         run_id=topo.run_id,
         params=dict(values),
         sysctls={
-            h: {k: v for k, v in vals.items() if v is not None} for h, vals in read_back.items()
+            role: {k: v for k, v in vals.items() if v is not None}
+            for role, vals in built.read_back.items()
         },
         expected=exp.as_dict(),
         measured=measured.as_dict(),
@@ -239,10 +252,10 @@ def run(ctx: RunContext, values: ParamValues) -> ScenarioResult:
         verdict=verdict(checks),
         timeline=observed.timeline,
         duration_s=load.ended - load.t0,
-        kernel_release=_release(),
+        kernel_release=os.uname().release,
         hz=ctx.hz.hz,
         hz_source=ctx.hz.source,
-        notes=notes,
+        notes=_notes(exp, knobs, ctx),
         pcap=str(capture.pcap) if capture is not None else None,
     )
 
@@ -389,10 +402,6 @@ def _notes(exp: Expectation, knobs: ClientKnobs, ctx: RunContext) -> tuple[str, 
 
 def _spread(low: int, high: int) -> str:
     return str(low) if low == high else f"{low} or {high}"
-
-
-def _release() -> str:
-    return os.uname().release
 
 
 class _LineReader:
