@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tcpdoctor.errors import ScenarioError
+from tcpdoctor.errors import ScenarioError, TcpDoctorError
 from tcpdoctor.lab.model import ScenarioResult
 
 STATES = ("TIME_WAIT", "ESTABLISHED", "CLOSE_WAIT", "FIN_WAIT2")
@@ -32,6 +34,9 @@ def plot_result(result: ScenarioResult, path: Path) -> Path:
     matplotlib = importlib.import_module("matplotlib")
     matplotlib.use("Agg")
     plt = importlib.import_module("matplotlib.pyplot")
+    drawing = _scenario_drawing(result.scenario)
+    if drawing is not None:
+        return _save(drawing(result, plt), path, plt)
 
     timeline = result.timeline
     seconds = [b.t for b in timeline.buckets]
@@ -67,6 +72,10 @@ def plot_result(result: ScenarioResult, path: Path) -> Path:
     bottom.set_xlabel("seconds since the load started")
     fig.suptitle(f"{result.scenario}: {'agree' if result.agree else 'DISAGREE'}", fontsize=11)
     fig.tight_layout()
+    return _save(fig, path, plt)
+
+
+def _save(fig: Any, path: Path, plt: Any) -> Path:
     try:
         fig.savefig(path, dpi=100)
     except OSError as err:
@@ -74,6 +83,19 @@ def plot_result(result: ScenarioResult, path: Path) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def _scenario_drawing(name: str) -> Callable[[ScenarioResult, Any], Any] | None:
+    """A scenario module may define draw(result, plt) -> Figure for a picture of its own
+    (variants side by side, say); every other scenario gets the timeline picture above."""
+    from tcpdoctor.lab import registry
+
+    try:
+        spec = registry.get(name)
+    except TcpDoctorError:
+        return None
+    draw = getattr(sys.modules.get(spec.run.__module__), "draw", None)
+    return draw if callable(draw) else None
 
 
 def _states(axis: Any, result: ScenarioResult) -> None:

@@ -10,6 +10,7 @@ from tcpdoctor.lab.model import ScenarioSpec
 # name -> module under tcpdoctor.lab.scenarios that defines SCENARIO
 _SCENARIOS = {
     "port-exhaustion": "port_exhaustion",
+    "redis-pool": "redis_pool",
 }
 
 
