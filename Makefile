@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the tool and its tests use (checked, installed only when missing).
-DEB_PACKAGES := iproute2 nftables procps time chromium chromium-driver tcpdump
+DEB_PACKAGES := iproute2 nftables procps time chromium chromium-driver tcpdump nginx redis-server
 
 .PHONY: run test lint typecheck unit kernel-tests e2e bench deps venv clean
 
