@@ -18,20 +18,20 @@ client per command and closes it, `pool` shares one ConnectionPool. Expectations
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tcpdoctor.lab.model import Check, Measure, at_least
 from tcpdoctor.lab.scenarios._closes import Closer
 from tcpdoctor.lab.scenarios._variant_model import (
     ESTABLISHED,
+    Knobs,
     VariantFacts,
     closer_check,
     count_check,
     failures_check,
     merged,
     range_check,
-    time_wait_check,
+    tw_check,
 )
 
 NEW, POOL = "new", "pool"
@@ -61,15 +61,6 @@ class Plan:
         }
 
 
-@dataclass(frozen=True)
-class Knobs:
-    """What the result depends on besides the plan."""
-
-    time_wait_slack: float  # timer-wheel lateness of the 60 s TIME_WAIT timer
-    client_max_tw_buckets: Mapping[str, int | None]  # variant key -> tcp_max_tw_buckets
-    server_max_tw_buckets: int | None
-
-
 def compare(
     plan: Plan, new: VariantFacts, pool: VariantFacts, counter: int | None, knobs: Knobs
 ) -> tuple[Check, ...]:
@@ -87,15 +78,6 @@ def compare(
     )
 
 
-def _tw(facts: VariantFacts, side: Closer, moment: str, knobs: Knobs) -> Check:
-    buckets = (
-        knobs.client_max_tw_buckets.get(facts.key)
-        if side is Closer.CLIENT
-        else knobs.server_max_tw_buckets
-    )
-    return time_wait_check(facts, side, moment, slack=knobs.time_wait_slack, max_buckets=buckets)
-
-
 def _new_checks(plan: Plan, facts: VariantFacts, knobs: Knobs) -> tuple[Check, ...]:
     return (
         failures_check(facts),
@@ -107,8 +89,8 @@ def _new_checks(plan: Plan, facts: VariantFacts, knobs: Knobs) -> tuple[Check, .
             "a new redis.Redis client per command opens its own TCP connection",
         ),
         closer_check(facts, Closer.CLIENT.label, REDIS_PY_CLOSES),
-        _tw(facts, Closer.CLIENT, "after", knobs),
-        _tw(facts, Closer.SERVER, "after", knobs),
+        tw_check(facts, Closer.CLIENT, "after", knobs),
+        tw_check(facts, Closer.SERVER, "after", knobs),
     )
 
 
@@ -124,7 +106,7 @@ def _pool_checks(plan: Plan, facts: VariantFacts, knobs: Knobs) -> tuple[Check, 
             f"ConnectionPool(max_connections={plan.workers}) opens a connection only when "
             "no idle one is free, and keeps it",
         ),
-        _tw(facts, Closer.CLIENT, "held", knobs),
+        tw_check(facts, Closer.CLIENT, "held", knobs),
         count_check(
             "pool_client_established_held",
             f"{facts.label}: client ESTABLISHED while the pool is open",
@@ -133,8 +115,8 @@ def _pool_checks(plan: Plan, facts: VariantFacts, knobs: Knobs) -> tuple[Check, 
             "every connection the pool opened is still open",
         ),
         closer_check(facts, Closer.CLIENT.label, REDIS_PY_CLOSES + " (pool.disconnect())"),
-        _tw(facts, Closer.CLIENT, "after", knobs),
-        _tw(facts, Closer.SERVER, "after", knobs),
+        tw_check(facts, Closer.CLIENT, "after", knobs),
+        tw_check(facts, Closer.SERVER, "after", knobs),
     )
 
 

@@ -67,7 +67,7 @@ class VariantFacts:
         client_after, server_after = self.after
         client_held, server_held = self.held
         return {
-            f"{k}_requests": self.requests,
+            f"{k}_attempts": self.requests,
             f"{k}_successes": self.successes,
             f"{k}_failures": sum(self.failures.values()),
             f"{k}_errors": ",".join(sorted(self.failures)) or None,
@@ -123,6 +123,25 @@ def time_wait_check(
         sample.get(TIME_WAIT),
         TW_BASIS,
     )
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """What the TIME_WAIT counts depend on besides the closes themselves."""
+
+    time_wait_slack: float  # timer-wheel lateness of the 60 s TIME_WAIT timer
+    client_max_tw_buckets: Mapping[str, int | None]  # variant key -> tcp_max_tw_buckets
+    server_max_tw_buckets: int | None
+
+
+def tw_check(facts: VariantFacts, side: Closer, moment: str, knobs: Knobs) -> Check:
+    """time_wait_check() with the namespace's slack and tcp_max_tw_buckets."""
+    buckets = (
+        knobs.client_max_tw_buckets.get(facts.key)
+        if side is Closer.CLIENT
+        else knobs.server_max_tw_buckets
+    )
+    return time_wait_check(facts, side, moment, slack=knobs.time_wait_slack, max_buckets=buckets)
 
 
 def closer_check(facts: VariantFacts, expected: str, basis: str) -> Check:
@@ -184,6 +203,7 @@ def merged(items: Sequence[VariantFacts]) -> dict[str, Measure]:
 
 __all__ = [
     "TW_BASIS",
+    "Knobs",
     "StateCount",
     "VariantFacts",
     "closer_check",
@@ -192,5 +212,6 @@ __all__ = [
     "merged",
     "range_check",
     "time_wait_check",
+    "tw_check",
     "verdict",
 ]
