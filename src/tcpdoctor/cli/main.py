@@ -64,7 +64,8 @@ def cli(ctx: click.Context) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every deliberate error is one line on stderr and a documented exit code."""
     try:
-        cli.main(args=argv, prog_name="tcpdoctor", standalone_mode=False)
+        # Without standalone mode, click (8.2+) returns an Exit's code instead of raising it.
+        code = cli.main(args=argv, prog_name="tcpdoctor", standalone_mode=False)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.Abort:
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         # `tcpdoctor scan | head`: the reader left; nothing more to say.
         sys.stderr.close()
         sys.exit(ExitCode.OK)
-    sys.exit(ExitCode.OK)
+    sys.exit(code if isinstance(code, int) else ExitCode.OK)
 
 
 def run() -> NoReturn:
