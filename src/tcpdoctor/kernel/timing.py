@@ -54,6 +54,7 @@ from tcpdoctor.kernel.constants import (
     TIMER_WHEEL_LVL_DEPTH,
     TIMER_WHEEL_LVL_DEPTH_LOW_HZ,
     TIMER_WHEEL_LVL_SIZE,
+    TW_KILLED_THRESHOLD,
     TW_SOCK_BYTES,
 )
 
@@ -1096,6 +1097,106 @@ def time_wait_memory(count: int, *, bytes_per_socket: int = TW_SOCK_BYTES) -> Ti
     )
 
 
+# --- TIME_WAIT: what re-arms it, overflow, and the close() paths that lead to it ----------
+
+
+class TimeWaitAction(Enum):
+    """What a segment does to a true TIME_WAIT minisock's timer."""
+
+    REARM = "rearm"  # inet_twsk_reschedule(tw, TCP_TIMEWAIT_LEN): a full 60 s again
+    KILL = "kill"  # inet_twsk_deschedule_put(): "TIME_WAIT assassination" by an RST
+    KEEP = "keep"  # the timer runs on untouched
+
+    @property
+    def label(self) -> str:
+        return self.value
+
+
+def time_wait_action(
+    *,
+    rst: bool,
+    ack: bool,
+    in_window: bool = False,
+    paws_rejected: bool = False,
+    rfc1337: int = 0,
+) -> TimeWaitAction:
+    """tcp_timewait_state_process() (net/ipv4/tcp_minisocks.c) for tw_substate TIME_WAIT.
+
+    `in_window` means seq == tw_rcv_nxt and the segment is a bare ACK or an RST. Not
+    PAWS-rejected and in window: an RST kills the minisock when tcp_rfc1337 is 0 and is
+    ignored otherwise; anything else re-arms. Every other segment that is not an RST
+    re-arms when it carries ACK or was PAWS-rejected (`if (paws_reject || th->ack)
+    inet_twsk_reschedule()`), so a FIN the peer retransmits from LAST_ACK (an old
+    duplicate: seq below rcv_nxt, ACK set) starts a new 60 s; an out-of-window RST is
+    dropped. A new SYN that may open a connection (TCP_TW_SYN) is not modelled.
+    """
+    if in_window and not paws_rejected:
+        if not rst:
+            return TimeWaitAction.REARM
+        return TimeWaitAction.KILL if rfc1337 == 0 else TimeWaitAction.KEEP
+    if not rst and (paws_rejected or ack):
+        return TimeWaitAction.REARM
+    return TimeWaitAction.KEEP
+
+
+def minisock_counter(timeout: float) -> str:
+    """The TcpExt counter a new timewait minisock bumps (__inet_twsk_schedule() in
+    net/ipv4/inet_timewait_sock.c): `kill = timeo <= 4*HZ` picks TWKilled (a short-lived
+    FIN_WAIT2 minisock) over TW. Re-arming an existing minisock counts nothing."""
+    _check_non_negative("minisock timeout", timeout)
+    return "TcpExt.TWKilled" if timeout <= TW_KILLED_THRESHOLD else "TcpExt.TW"
+
+
+class TimeWaitOverflow(NamedTuple):
+    """Active closes against net.ipv4.tcp_max_tw_buckets in one namespace."""
+
+    closes: int
+    max_tw_buckets: int
+    in_use: int  # TIME_WAIT / FIN_WAIT2 minisocks alive before the closes
+    kept: int  # closes that got their minisock (TIME_WAIT as usual)
+    overflowed: int  # destroyed at once, no TIME_WAIT, no RST: TCPTimeWaitOverflow += this
+
+
+def time_wait_overflow(closes: int, max_tw_buckets: int, *, in_use: int = 0) -> TimeWaitOverflow:
+    """inet_twsk_alloc() (net/ipv4/inet_timewait_sock.c) returns NULL once
+    `refcount_read(&dr->tw_refcount) - 1 >= dr->sysctl_max_tw_buckets` (tw_refcount starts
+    at 1, plus one per live minisock); tcp_time_wait() then counts TCPTimeWaitOverflow and
+    tcp_done()s the socket. So with `in_use` minisocks alive, max_tw_buckets - in_use more
+    closes keep their TIME_WAIT and the rest skip it. Assumes none expires meanwhile."""
+    _check_int("closes", closes, 0, 2**31 - 1)
+    _check_int("tcp_max_tw_buckets", max_tw_buckets, 0, 2**31 - 1)
+    _check_int("minisocks in use", in_use, 0, 2**31 - 1)
+    kept = min(closes, max(0, max_tw_buckets - in_use))
+    return TimeWaitOverflow(closes, max_tw_buckets, in_use, kept, closes - kept)
+
+
+class CloseOutcome(NamedTuple):
+    """What close() on an ESTABLISHED socket puts on the wire and leaves behind."""
+
+    sends: str  # "FIN" (orderly release) or "RST" (abortive)
+    time_wait: bool  # this side can end in TIME_WAIT (only after a FIN)
+    counter: str | None  # the TcpExt counter that rises, e.g. "TcpExt.TCPAbortOnData"
+    peer_reads: str  # what the peer's next recv() returns: "EOF" or "ECONNRESET"
+    may_block: float  # seconds close() may wait for the FIN's ACK (SO_LINGER > 0)
+
+
+def close_outcome(*, unread_bytes: int = 0, linger: int | None = None) -> CloseOutcome:
+    """__tcp_close() (net/ipv4/tcp.c) in its order: unread data in the receive queue ->
+    RST, TCPAbortOnClose (RFC 2525 2.17; wins over SO_LINGER); else SO_LINGER {1, 0}
+    (`linger=0`) -> tcp_disconnect() sends an RST, TCPAbortOnData; else a FIN, and with
+    SO_LINGER {1, N} close() blocks up to N s for its ACK (sk_stream_wait_close()). The
+    peer's tcp_reset() sets ECONNRESET on an ESTABLISHED socket; a FIN reads as EOF.
+    `linger=None` means SO_LINGER off."""
+    _check_int("unread bytes", unread_bytes, 0, 2**31 - 1)
+    if linger is not None:
+        _check_int("SO_LINGER seconds", linger, 0, 2**31 - 1)
+    if unread_bytes > 0:
+        return CloseOutcome("RST", False, "TcpExt.TCPAbortOnClose", "ECONNRESET", 0.0)
+    if linger == 0:
+        return CloseOutcome("RST", False, "TcpExt.TCPAbortOnData", "ECONNRESET", 0.0)
+    return CloseOutcome("FIN", True, None, "EOF", float(linger or 0))
+
+
 # --- timer wheel slack --------------------------------------------------------------------
 
 
@@ -1152,6 +1253,7 @@ def timer_slack(nominal_seconds: float, hz: int = REFERENCE_HZ) -> TimerSlack:
 
 
 __all__ = [
+    "CloseOutcome",
     "ConnectPortWalk",
     "ConnectionRateLimit",
     "EstablishedGiveUp",
@@ -1169,8 +1271,11 @@ __all__ = [
     "RttEstimator",
     "SynAckGiveUp",
     "SynGiveUp",
+    "TimeWaitAction",
     "TimeWaitMemory",
+    "TimeWaitOverflow",
     "TimerSlack",
+    "close_outcome",
     "connect_port_walk",
     "effective_orphan_retries",
     "established_give_up",
@@ -1178,6 +1283,7 @@ __all__ = [
     "keepalive_answered",
     "keepalive_detection",
     "max_connection_rate",
+    "minisock_counter",
     "model_timeout",
     "orphan_give_up",
     "parse_port_set",
@@ -1186,6 +1292,8 @@ __all__ = [
     "rto_for_rtt",
     "syn_give_up",
     "synack_give_up",
+    "time_wait_action",
     "time_wait_memory",
+    "time_wait_overflow",
     "timer_slack",
 ]

@@ -12,6 +12,8 @@ _SCENARIOS = {
     "nginx-keepalive": "nginx_keepalive",
     "port-exhaustion": "port_exhaustion",
     "redis-pool": "redis_pool",
+    "time-wait-duration": "time_wait_duration",
+    "time-wait-restart": "time_wait_restart",
 }
 
 
