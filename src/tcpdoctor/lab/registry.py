@@ -9,6 +9,7 @@ from tcpdoctor.lab.model import ScenarioSpec
 
 # name -> module under tcpdoctor.lab.scenarios that defines SCENARIO
 _SCENARIOS = {
+    "idle-timeout-middlebox": "idle_timeout_middlebox",
     "nginx-keepalive": "nginx_keepalive",
     "port-exhaustion": "port_exhaustion",
     "redis-pool": "redis_pool",
