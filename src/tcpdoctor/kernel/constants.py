@@ -31,6 +31,10 @@ TCP_SYN_LINEAR_TIMEOUTS: Final = 4  # default tcp_syn_linear_timeouts (6.5+, tcp
 TCP_ORPHAN_RETRIES_ZERO_MEANS: Final = 8  # tcp_orphan_retries(): 0 is treated as 8
 TCP_RTO_MAX_MS_MIN: Final = 1000  # tcp_rto_max_ms lower bound (6.15)
 TCP_RTO_MAX_MS_MAX: Final = 120_000  # tcp_rto_max_ms upper bound (6.15)
+# tcp_schedule_loss_probe(): with more than one packet in flight the probe timeout is
+# 2 x SRTT + TCP_TIMEOUT_MIN_US (2 ms); with one, 2 x SRTT + the RTO minimum (delayed ACK).
+TCP_TIMEOUT_MIN_US: Final = 2000
+TCP_EARLY_RETRANS_TLP: Final = (3, 4)  # tcp_early_retrans values that enable tail loss probes
 
 # --- Keepalive (include/net/tcp.h) --------------------------------------------------------
 TCP_KEEPALIVE_TIME: Final = 7200.0  # (120*60*HZ)

@@ -11,6 +11,7 @@ InputError with one readable line.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from tcpdoctor.kernel.constants import (
     TCP_SYN_RETRIES_MIN,
     TCP_SYNACK_RETRIES,
     TCP_TIMEOUT_INIT,
+    TCP_TIMEOUT_MIN_US,
     TCP_TIMEWAIT_LEN,
     TCP_TW_REUSE_DEFAULT,
     TCP_TW_REUSE_DELAY_MS,
@@ -292,6 +294,132 @@ def established_give_up(
         user_timeout=None if ut_us is None else _s(ut_us),
         budget=_s(budget_us),
         schedule=schedule,
+    )
+
+
+# --- data sent into a black hole: tail loss probe, then the RTO timer ---------------------
+
+
+def loss_probe_timeout(
+    srtt: float,
+    rto: float,
+    *,
+    packets_out: int = 1,
+    rto_min: float = TCP_RTO_MIN,
+    hz: int | None = None,
+) -> float:
+    """When the tail loss probe fires after the last transmission, in seconds.
+
+    Mirrors tcp_schedule_loss_probe() in net/ipv4/tcp_output.c (6.x): 2 x SRTT plus, with
+    one packet in flight, the RTO minimum (room for the peer's delayed ACK), else
+    TCP_TIMEOUT_MIN_US; converted with usecs_to_jiffies() (rounded up to a tick when `hz`
+    is given) and never later than the RTO that is already armed.
+    """
+    srtt_us = _check_non_negative("srtt", srtt)
+    rto_us = _check_positive("rto", rto)
+    min_us = _check_positive("rto_min", rto_min)
+    _check_int("packets in flight", packets_out, 1, 2**31 - 1)
+    tick_hz = _check_hz(hz)
+    probe_us = 2 * srtt_us + (min_us if packets_out == 1 else TCP_TIMEOUT_MIN_US)
+    if tick_hz is not None:
+        probe_us = _usecs_to_jiffies(probe_us, tick_hz) * _US_PER_S // tick_hz
+    return _s(min(probe_us, rto_us))
+
+
+class BlackholeRetransmissions(NamedTuple):
+    """Data written on an ESTABLISHED connection whose path silently drops everything.
+
+    Times count from the original transmission. `budget` (tcp_model_timeout() of
+    tcp_retries2, or TCP_USER_TIMEOUT) is measured from `budget_from`, the first
+    retransmission made by the RTO timer, not from the original transmission.
+    """
+
+    retries2: int
+    initial_rto: float
+    rto_max: float
+    loss_probe_at: float | None  # None: no tail loss probe (tcp_early_retrans, no SACK)
+    rto_retransmit_times: tuple[float, ...]
+    transmit_times: tuple[float, ...]  # 0.0, the loss probe, then every RTO retransmission
+    waits: tuple[float, ...]  # gaps between consecutive transmit_times, then to the give-up
+    budget: float
+    budget_from: float
+    gives_up_at: float
+    reason: GiveUpReason
+    # budget - (now - retrans_stamp) at the last expiry that still retransmitted; None when
+    # that was the first RTO expiry (which never gives up). Timers fire late, never early:
+    # when their lateness adds up to more than this, the kernel gives up one expiry sooner.
+    headroom: float | None
+
+    @property
+    def retransmissions(self) -> int:
+        return len(self.transmit_times) - 1
+
+
+def blackhole_retransmissions(
+    retries2: int = TCP_RETR2,
+    *,
+    initial_rto: float,
+    srtt: float,
+    loss_probe: bool = True,
+    packets_out: int = 1,
+    rto_min: float = TCP_RTO_MIN,
+    rto_max: float = TCP_RTO_MAX,
+    user_timeout: float | None = None,
+    hz: int | None = None,
+) -> BlackholeRetransmissions:
+    """Every transmission of data sent into a black hole, and when write/read fails.
+
+    Order of events in net/ipv4 (6.x) [measured on 6.18, notes 6.4]:
+    1. tcp_schedule_loss_probe() arms the probe timer (loss_probe_timeout()) when TLP is
+       on (tcp_early_retrans 3 or 4, SACK negotiated); tcp_send_loss_probe() resends the
+       last segment through __tcp_retransmit_skb(), which does not set retrans_stamp, and
+       tcp_rearm_rto() arms the RTO timer for a full RTO from that resend.
+    2. The first RTO expiry cannot give up: retransmits_timed_out() is false while
+       icsk_retransmits is 0. tcp_retransmit_skb() resends and, being the first
+       retransmission of the head, sets retrans_stamp to now; the RTO doubles.
+    3. Every later expiry gives up when now - retrans_stamp >= tcp_model_timeout(retries2,
+       TCP_RTO_MIN, rto_max) (or TCP_USER_TIMEOUT), else resends and doubles the RTO up to
+       rto_max; tcp_clamp_rto_to_user_timeout() shortens the wait to the user timeout.
+    So the clock of the budget starts at the first RTO retransmission: with retries2 = 3
+    (budget 3.0 s) and RTO 204 ms the error comes after four RTO retransmissions, at
+    0.204 + 0.204 + 0.408 + 0.816 + 1.632 + 3.264 = 6.528 s, not at 3.264 s (measured
+    6.75 s). established_give_up() starts the clock at the original transmission instead.
+    """
+    _check_int("tcp_retries2", retries2, 0, SYSCTL_U8_MAX)
+    max_us = _rto_max_us(rto_max)
+    rto = min(_check_positive("initial_rto", initial_rto), max_us)
+    ut_us = _user_timeout_us(user_timeout)
+    model_us = _model_timeout_us(retries2, _us(TCP_RTO_MIN), max_us)
+    budget_us = ut_us if ut_us is not None else model_us
+    reason = GiveUpReason.USER_TIMEOUT if ut_us is not None else GiveUpReason.TIME_BUDGET
+    probe_us: int | None = None
+    if loss_probe:
+        probe = loss_probe_timeout(srtt, _s(rto), packets_out=packets_out, rto_min=rto_min, hz=hz)
+        probe_us = _us(probe)
+    now = (probe_us or 0) + rto  # the first RTO expiry: retransmit, start the budget clock
+    stamp = now
+    retransmits = [now]
+    while True:
+        rto = min(rto * 2, max_us)
+        now += _clamp_to_user_timeout(rto, now - stamp, ut_us)
+        if now - stamp >= budget_us:
+            break
+        retransmits.append(now)
+    transmits = [0, *([probe_us] if probe_us is not None else []), *retransmits]
+    ends = [*transmits, now]
+    return BlackholeRetransmissions(
+        retries2=retries2,
+        initial_rto=_s(min(_us(initial_rto), max_us)),
+        rto_max=_s(max_us),
+        loss_probe_at=None if probe_us is None else _s(probe_us),
+        rto_retransmit_times=tuple(_s(t) for t in retransmits),
+        transmit_times=tuple(_s(t) for t in transmits),
+        waits=tuple(_s(b - a) for a, b in itertools.pairwise(ends)),
+        budget=_s(budget_us),
+        budget_from=_s(stamp),
+        gives_up_at=_s(now),
+        reason=reason,
+        headroom=_s(budget_us - (retransmits[-1] - stamp)) if len(retransmits) > 1 else None,
     )
 
 
@@ -1253,6 +1381,7 @@ def timer_slack(nominal_seconds: float, hz: int = REFERENCE_HZ) -> TimerSlack:
 
 
 __all__ = [
+    "BlackholeRetransmissions",
     "CloseOutcome",
     "ConnectPortWalk",
     "ConnectionRateLimit",
@@ -1275,6 +1404,7 @@ __all__ = [
     "TimeWaitMemory",
     "TimeWaitOverflow",
     "TimerSlack",
+    "blackhole_retransmissions",
     "close_outcome",
     "connect_port_walk",
     "effective_orphan_retries",
@@ -1282,6 +1412,7 @@ __all__ = [
     "fin_wait2_lifetime",
     "keepalive_answered",
     "keepalive_detection",
+    "loss_probe_timeout",
     "max_connection_rate",
     "minisock_counter",
     "model_timeout",

@@ -9,10 +9,14 @@ from tcpdoctor.lab.model import ScenarioSpec
 
 # name -> module under tcpdoctor.lab.scenarios that defines SCENARIO
 _SCENARIOS = {
+    "fin-wait2-timeout": "fin_wait2_timeout",
     "idle-timeout-middlebox": "idle_timeout_middlebox",
+    "keepalive-dead-peer": "keepalive_dead_peer",
     "nginx-keepalive": "nginx_keepalive",
     "port-exhaustion": "port_exhaustion",
     "redis-pool": "redis_pool",
+    "retransmission-timeout": "retransmission_timeout",
+    "syn-retries": "syn_retries",
     "time-wait-duration": "time_wait_duration",
     "time-wait-restart": "time_wait_restart",
 }
