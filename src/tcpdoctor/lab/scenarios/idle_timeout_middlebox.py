@@ -585,7 +585,7 @@ def draw(result: ScenarioResult, plt: Any) -> Any:
     """One lane per connection: the box's conntrack entry, probes, the request after the
     pause (and its retransmissions reaching the box), on one time axis."""
     timeline = result.timeline
-    fig, axis = plt.subplots(figsize=(10, 3.6))
+    fig, axis = plt.subplots(figsize=(10, 4))
     lanes = {PLAIN: 1.0, KEEPALIVE: 0.0}
     labels = {PLAIN: "no keepalive", KEEPALIVE: _keepalive_label(result.params)}
     for name, y in lanes.items():
@@ -613,7 +613,7 @@ def draw(result: ScenarioResult, plt: Any) -> Any:
     axis.set_yticks([])
     axis.set_ylim(-0.6, 1.6)
     axis.set_xlabel("seconds since the connections opened (shaded: the box has the flow)")
-    axis.legend(loc="upper right", fontsize=8)
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, fontsize=8)
     verdict_ = "agree" if result.agree else "DISAGREE"
     fig.suptitle(f"{result.scenario}: measured vs expected {verdict_}", fontsize=11)
     fig.tight_layout()
