@@ -109,7 +109,8 @@ def early_give_up(
     for index, at in enumerate(expiries):
         if at < clock_start:
             continue
-        lateness += late(at - previous)
+        if at > previous:  # the expiry that started the clock has no wait of its own
+            lateness += late(at - previous)
         previous = at
         headroom = budget - (at - clock_start)
         if index == 0 and not first_can_give_up:
