@@ -104,3 +104,15 @@ def test_retries2_0_still_retransmits_once_by_rto() -> None:
 def test_bad_arguments_are_input_errors(call: Callable[[], object]) -> None:
     with pytest.raises(InputError):
         call()
+
+
+def test_rto_min_is_kept_in_ticks() -> None:
+    # tcp_rto_min_us=50000 is stored as usecs_to_jiffies() = ceil(12.5) = 13 ticks = 52 ms
+    # at HZ=250; an RTT of 41 us then gives 52.041 ms -> 14 ticks = 56 ms, and the loss
+    # probe (2 x 41 us + 52 ms -> 14 ticks) also fires at 56 ms. [measured on 6.18: 56 ms]
+    assert timing.rto_for_rtt(41e-6, rto_min=0.05, hz=250).rto == pytest.approx(0.056)
+    estimator = timing.RttEstimator(rto_min=0.05, hz=250)
+    assert estimator.sample(41e-6).rto == pytest.approx(0.056)
+    assert timing.loss_probe_timeout(41e-6, 0.056, rto_min=0.05, hz=250) == pytest.approx(0.056)
+    # Without HZ nothing is rounded.
+    assert timing.rto_for_rtt(41e-6, rto_min=0.05).rto == pytest.approx(0.050041)

@@ -317,9 +317,9 @@ def loss_probe_timeout(
     """
     srtt_us = _check_non_negative("srtt", srtt)
     rto_us = _check_positive("rto", rto)
-    min_us = _check_positive("rto_min", rto_min)
     _check_int("packets in flight", packets_out, 1, 2**31 - 1)
     tick_hz = _check_hz(hz)
+    min_us = _rto_min_us(rto_min, tick_hz)
     probe_us = 2 * srtt_us + (min_us if packets_out == 1 else TCP_TIMEOUT_MIN_US)
     if tick_hz is not None:
         probe_us = _usecs_to_jiffies(probe_us, tick_hz) * _US_PER_S // tick_hz
@@ -799,6 +799,18 @@ def _check_hz(hz: int | None) -> int | None:
     return _check_int("HZ", hz, 1, 10_000)
 
 
+def _rto_min_us(rto_min: float, hz: int | None) -> int:
+    """The RTO minimum as the socket keeps it: tcp_init_sock() stores tcp_rto_min_us as
+    icsk_rto_min = usecs_to_jiffies() (rounded up to a tick) and tcp_rto_min_us(sk) turns
+    that back into microseconds, so 50000 us is 52 ms at HZ=250 [measured on 6.18: RTO
+    56 ms = 14 ticks for an RTT of microseconds]. The default 200 ms is a whole number of
+    ticks at every CONFIG_HZ choice."""
+    min_us = _check_positive("rto_min", rto_min)
+    if hz is None:
+        return min_us
+    return -(-_usecs_to_jiffies(min_us, hz) * _US_PER_S // hz)
+
+
 def _set_rto_us(srtt8_us: int, rttvar_us: int, rto_max_us: int, hz: int | None) -> tuple[int, bool]:
     """__tcp_set_rto() + tcp_bound_rto(): srtt + rttvar, in whole jiffies if HZ is given,
     capped at the RTO maximum. Returns (rto in µs, whether the cap applied)."""
@@ -843,9 +855,9 @@ def rto_for_rtt(
     50 us -> 200.05 ms. With `hz`, usecs_to_jiffies() rounds up (204 ms at HZ=250).
     """
     m_us = _check_positive("rtt", rtt)
-    min_us = _check_positive("rto_min", rto_min)
     max_us = _rto_max_us(rto_max)
     tick_hz = _check_hz(hz)
+    min_us = _rto_min_us(rto_min, tick_hz)
     mdev4_us = 2 * m_us if rttvar is None else 4 * _check_non_negative("rttvar", rttvar)
     rttvar_us = max(mdev4_us, min_us)
     rto_us, capped = _set_rto_us(m_us << 3, rttvar_us, max_us, tick_hz)
@@ -889,9 +901,9 @@ class RttEstimator:
         rto_max: float = TCP_RTO_MAX,
         hz: int | None = None,
     ) -> None:
-        self._min_us = _check_positive("rto_min", rto_min)
         self._max_us = _rto_max_us(rto_max)
         self._hz = _check_hz(hz)
+        self._min_us = _rto_min_us(rto_min, self._hz)
         self._srtt_us = 0  # 8 x SRTT (tp->srtt_us)
         self._mdev_us = 0  # 4 x mean deviation (tp->mdev_us)
         self._mdev_max_us = 0

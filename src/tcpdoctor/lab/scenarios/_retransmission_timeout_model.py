@@ -267,15 +267,20 @@ def explain(exp: RtoExpectation, got: RtoObserved) -> tuple[str, ...]:
 
 def _first_rto(exp: RtoExpectation) -> str:
     state, knobs = exp.estimate, exp.knobs
-    raw = state.srtt + state.rttvar_us / 1_000_000
+    variance = state.rttvar_us / 1_000_000  # max(4 x rttvar, rto_min), as the kernel adds it
+    raw = state.srtt + variance
     text = (
         f"The first RTO is {state.rto * 1000:.0f} ms: srtt {state.srtt * 1000:.3f} ms + "
-        f"max(4 x rttvar, rto_min {knobs.rto_min * 1000:g} ms) = {raw * 1000:.3f} ms"
+        f"max(4 x rttvar, rto_min) {variance * 1000:g} ms = {raw * 1000:.3f} ms"
     )
-    if knobs.hz and abs(state.rto - raw) > 1e-9:
-        text += f", rounded up to {round(state.rto * knobs.hz)} ticks at HZ={knobs.hz}"
+    if abs(variance - knobs.rto_min) > 1e-9 and variance > knobs.rto_min:
+        text += f" (rto_min {knobs.rto_min * 1000:g} ms is kept in whole ticks)"
+    ticked = bool(knobs.hz) and abs(state.rto - raw) > 1e-9
+    if ticked:
+        text += f", rounded up to {round(state.rto * (knobs.hz or 1))} ticks at HZ={knobs.hz}"
     if abs(state.rto - knobs.rto_min) > 1e-9:
-        text += f" (not {knobs.rto_min * 1000:g} ms: the RTT and the tick add to the minimum)"
+        adds = "the RTT and the ticks add" if ticked else "the RTT adds"
+        text += f"; not {knobs.rto_min * 1000:g} ms: {adds} to the minimum"
     return text
 
 
