@@ -9,9 +9,11 @@ from tcpdoctor.lab.model import ScenarioSpec
 
 # name -> module under tcpdoctor.lab.scenarios that defines SCENARIO
 _SCENARIOS = {
+    "close-wait-leak": "close_wait_leak",
     "fin-wait2-timeout": "fin_wait2_timeout",
     "idle-timeout-middlebox": "idle_timeout_middlebox",
     "keepalive-dead-peer": "keepalive_dead_peer",
+    "linger-reset": "linger_reset",
     "nginx-keepalive": "nginx_keepalive",
     "port-exhaustion": "port_exhaustion",
     "redis-pool": "redis_pool",
@@ -19,6 +21,7 @@ _SCENARIOS = {
     "syn-retries": "syn_retries",
     "time-wait-duration": "time_wait_duration",
     "time-wait-restart": "time_wait_restart",
+    "tw-bucket-overflow": "tw_bucket_overflow",
 }
 
 

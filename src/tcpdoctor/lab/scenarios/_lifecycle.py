@@ -266,11 +266,16 @@ def sample(host: Host, ports: Sequence[int] = (SERVER_PORT,)) -> SocketSample:
 
 
 class SocketSampler:
-    """Samples every host each `period` seconds (changeable while it runs) until stop()."""
+    """Samples every host each `period` seconds (changeable while it runs) until stop().
+    `every` = {role: n} samples that host only every n-th round: a fast sampler then spends
+    its time on the host that matters."""
 
-    def __init__(self, hosts: Sequence[Host], period: float) -> None:
+    def __init__(
+        self, hosts: Sequence[Host], period: float, every: Mapping[str, int] | None = None
+    ) -> None:
         self._hosts = tuple(hosts)
         self.period = period
+        self.every = dict(every or {})
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="lab-sockets", daemon=True)
@@ -283,10 +288,13 @@ class SocketSampler:
         return self
 
     def _loop(self) -> None:
+        rounds = 0
         while not self._stop.is_set() and len(self._samples) < MAX_SAMPLES:
             began = time.monotonic()
+            due = [h for h in self._hosts if rounds % max(1, self.every.get(h.role, 1)) == 0]
+            rounds += 1
             try:
-                taken = [sample(host) for host in self._hosts]
+                taken = [sample(host) for host in due]
             except TcpDoctorError as err:  # reported by stop(), never lost
                 self.error = err
                 return
@@ -337,14 +345,18 @@ def wait_reporting(
 
 
 def gone_from(role: str, ports: Iterable[int], state: str) -> Callable[[SocketSampler], bool]:
-    """A wait condition: none of `ports` is in `state` on `role` in the latest sample."""
+    """A wait condition: every one of `ports` has been seen in `state` on `role` and none
+    is in it any more (a port that never gets there keeps the wait going to its deadline)."""
     wanted = set(ports)
+    seen: set[int] = set()
 
     def done(sampler: SocketSampler) -> bool:
         latest = sampler.latest(role)
         if latest is None:
             return False
-        return not any(r.state == state and r.local_port in wanted for r in latest.rows)
+        now = {r.local_port for r in latest.rows if r.state == state and r.local_port in wanted}
+        seen.update(now)
+        return seen == wanted and not now
 
     return done
 

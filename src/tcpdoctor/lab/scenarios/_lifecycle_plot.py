@@ -165,3 +165,100 @@ def draw_time_wait_restart(result: ScenarioResult, plt: Any) -> Any:
     _title(fig, result)
     fig.tight_layout()
     return fig
+
+
+def _counter_steps(result: ScenarioResult) -> list[dict[str, int]]:
+    """The "counters" events ("tw=3 overflow=1"), one per close, as numbers."""
+    steps = []
+    for event in _events(result, "counters"):
+        pairs = (word.split("=", 1) for word in event.detail.split())
+        steps.append({k: int(v) for k, v in pairs if v.lstrip("-").isdigit()})
+    return steps
+
+
+def draw_tw_bucket_overflow(result: ScenarioResult, plt: Any) -> Any:
+    fig, axis = plt.subplots(1, 1, figsize=(10, 4.5))
+    fates = [e.detail.split()[-1] for e in _events(result, "close")]
+    steps = _counter_steps(result)
+    numbers = list(range(1, len(fates) + 1))
+    colours = ["tab:blue" if f == "time_wait" else "tab:red" for f in fates]
+    axis.bar(numbers, [0.4] * len(numbers), color=colours, alpha=0.3, width=0.8)
+    for key, colour, label in (
+        ("tw", "tab:blue", "TIME_WAITs alive (sockstat TCP tw)"),
+        ("overflow", "tab:red", "TCPTimeWaitOverflow rise"),
+    ):
+        axis.plot(numbers, [s.get(key, 0) for s in steps], marker="o", color=colour, label=label)
+    limit = _number(result, "max_tw_buckets")
+    axis.axhline(limit, color="black", linestyle="--", linewidth=1, label="tcp_max_tw_buckets")
+    rsts = result.measured.get("out_rsts")
+    axis.set_title(f"read after each close; RSTs sent by the client: {rsts}", fontsize=9)
+    axis.set_xlabel("close number (bar: blue = got its TIME_WAIT, red = destroyed at once)")
+    axis.set_ylabel("sockets / count")
+    axis.set_xticks(numbers)
+    axis.set_ylim(bottom=0)
+    axis.legend(loc="upper left", fontsize=8)
+    _title(fig, result)
+    fig.tight_layout()
+    return fig
+
+
+def _port_details(result: ScenarioResult, kind: str) -> dict[str, tuple[float, str]]:
+    """Events with detail "port P WHAT": P -> (time, WHAT)."""
+    found: dict[str, tuple[float, str]] = {}
+    for event in _events(result, kind):
+        words = event.detail.split()
+        if len(words) >= 3 and words[0] == "port":
+            found.setdefault(words[1], (event.t, " ".join(words[2:])))
+    return found
+
+
+def draw_linger_reset(result: ScenarioResult, plt: Any) -> Any:
+    closes = _port_details(result, "close")
+    wire, reads = _port_details(result, "wire"), _port_details(result, "peer_read")
+    waits = _by_port(result, "time_wait")
+    fig, axis = plt.subplots(1, 1, figsize=(10, 1.2 + 0.45 * len(closes)))
+    right = max((t for t, _ in [*closes.values(), *reads.values()]), default=1.0) + 0.6
+    for row, (port, (at, _mode)) in enumerate(closes.items()):
+        axis.plot([at], [row], marker="|", color="black", markersize=14)
+        if port in wire:
+            sent_at, flag = wire[port]
+            colour = "tab:red" if "RST" in flag else "tab:blue"
+            axis.plot([sent_at], [row], marker="X" if "RST" in flag else "^", color=colour)
+            axis.annotate(flag, (sent_at, row), xytext=(6, 4), textcoords="offset points",
+                          color=colour, fontsize=8)  # fmt: skip
+        if port in reads:
+            read_at, how = reads[port]
+            colour = "tab:red" if how != "EOF" else "tab:green"
+            axis.annotate(f"server read: {how}", (read_at, row), xytext=(40, -3),
+                          textcoords="offset points", color=colour, fontsize=8)  # fmt: skip
+        left = "TIME_WAIT" if port in waits else "nothing left"
+        axis.text(right, row, left, va="center", fontsize=8,
+                  color="tab:blue" if port in waits else "tab:gray")  # fmt: skip
+    axis.set_yticks(range(len(closes)), [f"{mode} ({port})" for port, (_, mode) in closes.items()])
+    axis.set_ylim(-0.7, len(closes) - 0.3)
+    axis.set_xlim(right=right + 0.5)
+    axis.invert_yaxis()
+    axis.set_xlabel("seconds since the first close (| = close() called)")
+    _title(fig, result)
+    fig.tight_layout()
+    return fig
+
+
+def draw_close_wait_leak(result: ScenarioResult, plt: Any) -> Any:
+    fig, axis = plt.subplots(1, 1, figsize=(10, 4.5))
+    states_axis(axis, result, ("CLOSE_WAIT", "FIN_WAIT2", "TIME_WAIT", "LAST_ACK"))
+    closes = [e.t for e in _events(result, "close")]
+    life, slack = _number(result, "fin_wait2_lifetime_s"), _number(result, "timer_slack_s")
+    if closes:
+        due = closes[-1] + life
+        axis.axvline(closes[0], color="black", linewidth=1)
+        axis.axvspan(due, due + slack, color="tab:gray", alpha=0.2,
+                     label="FIN_WAIT2 due: tcp_fin_timeout (+ wheel slack)")  # fmt: skip
+    for event in _events(result, "doctor"):
+        axis.axvline(event.t, color="tab:red", linestyle=":", linewidth=1.5,
+                     label=f"tcpdoctor doctor: {event.detail}")  # fmt: skip
+    axis.legend(loc="center right", fontsize=8)
+    axis.set_xlabel("seconds since the client closed (per-second state counts)")
+    _title(fig, result)
+    fig.tight_layout()
+    return fig

@@ -61,6 +61,7 @@ TIME_WAIT = "TIME_WAIT"
 LAST_ACK = "LAST_ACK"
 ORPHAN_RETRIES = "net.ipv4.tcp_orphan_retries"
 FAST_PERIOD_S = 0.01  # while FINs arrive: well below the 200 ms RTO floor
+SERVER_EVERY = 10  # meanwhile the server (only watched for its LAST_ACK's end) every 100 ms
 SETTLE_S = 0.15  # before the drop rule: the last data ACKs are out, baseline samples taken
 AFTER_FIN_S = 0.001  # a sample this long after a FIN's capture time has seen it processed
 GIVE_UP_FACTOR = 4.0  # the peer's LAST_ACK lasts longer than orphan_give_up() says (notes)
@@ -144,6 +145,7 @@ class Measured:
     last_ack_gone: float | None  # the server's LAST_ACK disappeared
     resolution: float  # for gone_at
     read_latency: float  # longest socket read
+    fin_sampling_gap: float  # longest gap between client samples while FINs arrived
 
     @property
     def after_last_fin(self) -> float | None:
@@ -169,6 +171,7 @@ class Measured:
                 None if first is None or self.last_ack_gone is None else self.last_ack_gone - first
             ),
             "resolution_s": r6(self.resolution),
+            "sampling_gap_during_fins_s": r6(self.fin_sampling_gap),
         }
         for k, (fin, offset) in enumerate(zip(self.fins, self.offsets(), strict=True)):
             found[f"fin_{k}_at_s"] = r6(fin.at - first) if first else None
@@ -252,6 +255,7 @@ def measure(
         last_ack_gone=peer.gone_at,
         resolution=max_gap(late, "client") + max_read(late),
         read_latency=max_read(samples),
+        fin_sampling_gap=max_gap([s for s in samples if fins and s.at <= fins[-1].at], "client"),
     )
 
 
@@ -319,7 +323,8 @@ def run(ctx: RunContext, values: ParamValues) -> ScenarioResult:
     lc.LabServer.start(ctx.topology, pair.server, pair.server_address, on_eof="close")
     client = lc.LabClient.start(ctx.topology, pair.client, pair.server_address, 1)
     packets = lc.Packets(ctx, pair.client, [pair.link.a.device])
-    sampler = lc.SocketSampler([pair.client, pair.server], FAST_PERIOD_S).start()
+    every = {"server": SERVER_EVERY}
+    sampler = lc.SocketSampler([pair.client, pair.server], FAST_PERIOD_S, every).start()
     try:
         closed = _close_with_acks_dropped(ctx, pair, table, client)
         _wait_out(ctx, sampler, exp, closed, float(values["period"] or 0.1), started)
@@ -378,7 +383,7 @@ def _wait_out(
         sampler, peer_done, closed.t + give_up, ctx.progress, started, "FINs arriving"
     )
     time.sleep(SETTLE_S)
-    sampler.period = period
+    sampler.period, sampler.every = period, {}
     deadline = time.time() + exp.time_wait + exp.slack + WAIT_MARGIN_S
     done = lc.gone_from("client", [closed.port], TIME_WAIT)
     lc.wait_reporting(sampler, done, deadline, ctx.progress, started, "TIME_WAIT running")
