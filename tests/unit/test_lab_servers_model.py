@@ -5,6 +5,7 @@ parsers (conntrack table, HTTP responses, the exec wrapper's arguments)."""
 
 from __future__ import annotations
 
+import itertools
 import socket
 import threading
 from collections.abc import Sequence
@@ -85,8 +86,12 @@ def test_closer_summary() -> None:
     assert closer_summary(mixed) == "mixed: 1 client, 1 server"
 
 
+_PORTS = itertools.count(41000)
+
+
 def _conn(since: float, closer: Closer = Closer.CLIENT) -> Connection:
-    return Connection(C, S, since - 0.01, closer, since - 0.001, since)
+    """A connection from a port of its own whose TIME_WAIT (if any) began at `since`."""
+    return Connection((C[0], next(_PORTS)), S, since - 0.01, closer, since - 0.001, since)
 
 
 def test_time_wait_lasts_sixty_seconds_plus_possible_slack() -> None:
@@ -354,3 +359,10 @@ def test_error_names() -> None:
     wrapped = RuntimeError("wrapped")
     wrapped.__cause__ = ConnectionRefusedError(111, "refused")
     assert _loadgen.error_name(wrapped) == "ECONNREFUSED"
+
+
+def test_a_reused_four_tuple_holds_one_time_wait() -> None:
+    reused = connections(closed(1.0, S, C) + closed(5.0, S, C))
+    assert len(reused) == 2
+    assert time_wait_expected(reused, Closer.SERVER, 10.0).exact == 1
+    assert time_wait_expected(reused, Closer.SERVER, 3.0).exact == 1  # before the reuse

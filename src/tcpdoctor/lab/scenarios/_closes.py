@@ -157,10 +157,17 @@ def time_wait_expected(
 ) -> TimeWaitCount:
     """TIME_WAITs `side` holds at time `at` (capture clock): one per connection it closed
     first whose TIME_WAIT began within TCP_TIMEWAIT_LEN (plus up to `slack` of timer
-    lateness) before `at`. tcp_max_tw_buckets caps the count: past it the kernel destroys
-    the socket instead (TCPTimeWaitOverflow, notes 1.4)."""
-    sure = maybe = 0
+    lateness) before `at`. A 4-tuple holds one socket at most: a later connection on the
+    same 4-tuple took the earlier one's TIME_WAIT over (a SYN accepted by the TIME_WAIT,
+    notes 1.3, or tcp_tw_reuse), so only each 4-tuple's latest connection counts.
+    tcp_max_tw_buckets caps the count: past it the kernel destroys the socket instead
+    (TCPTimeWaitOverflow, notes 1.4)."""
+    latest: dict[tuple[Endpoint, Endpoint], Connection] = {}
     for conn in conns:
+        if conn.syn_at <= at:
+            latest[(conn.client, conn.server)] = conn  # conns come in SYN order
+    sure = maybe = 0
+    for conn in latest.values():
         since = conn.time_wait_since
         if conn.closer is not side or since is None or since > at:
             continue

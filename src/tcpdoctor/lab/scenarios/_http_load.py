@@ -1,7 +1,7 @@
 """Lab child for nginx-keepalive: HTTP/1.1 GET requests over a persistent connection.
 
     python -m tcpdoctor.lab.scenarios._http_load --host H --port 8080 --parent PID
-        --count N [--timeout 2]
+        --count N [--rate R] [--timeout 2]
 
 A small HTTP/1.1 client on a plain socket. It keeps its connection for the next request
 unless a response says "Connection: close"; then it reads on until the server's FIN
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     args = _loadgen.checked(parser.parse_args(argv), parser)
     _loadgen.start_child(args)
     workers: list[_loadgen.Worker] = [_KeepAliveClient(args) for _ in range(args.workers)]
-    _loadgen.run(workers, args.count, args.max_seconds)
+    _loadgen.run(workers, args.count, args.max_seconds, rate=args.rate or None)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """What the request-making children of redis-pool and nginx-keepalive share.
 
 A child makes `count` requests with `workers` threads, each thread owning one Worker
-(its client object), then reports and waits for the lab: the lab looks at the sockets
-while whatever the workers hold (a pool, a keep-alive connection) is still open, then
-writes "close" (or closes our stdin) and we close it. Protocol, JSON lines on stdout:
+(its client object), as fast as they go or on a fixed schedule (--rate: request i is due
+at t0 + i / rate; open loop, so a slow request does not delay the schedule). Then it
+reports and waits for the lab: the lab looks at the sockets while whatever the workers
+hold (a pool, a keep-alive connection) is still open, then writes "close" (or closes our
+stdin) and we close it. Protocol, JSON lines on stdout:
 
-    {"kind": "start", "t0": T}
+    {"kind": "start", "t0": T, "rate": R or null}
     {"kind": "done", "times": [...], "errors": {"NAME": [...]}, "ended": T, ...extra}
     {"kind": "closed", "t": T}
 
@@ -64,20 +66,24 @@ def error_name(err: BaseException) -> str:
 
 @dataclass
 class _Tally:
-    """Completion times of every request, shared by the worker threads."""
+    """The request schedule and the completion times, shared by the worker threads."""
 
-    remaining: int
+    count: int
     deadline: float
+    rate: float | None  # requests per second (open loop), None: as fast as the workers go
+    t0: float = field(default_factory=time.monotonic)
+    taken: int = 0
     times: list[float] = field(default_factory=list)
     errors: dict[str, list[float]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def take(self) -> bool:
+    def take(self) -> float | None:
+        """The due time of the next request, or None when the work is done."""
         with self.lock:
-            if self.remaining <= 0 or time.monotonic() >= self.deadline:
-                return False
-            self.remaining -= 1
-            return True
+            if self.taken >= self.count or time.monotonic() >= self.deadline:
+                return None
+            index, self.taken = self.taken, self.taken + 1
+        return self.t0 + index / self.rate if self.rate else 0.0
 
     def record(self, error: str | None) -> None:
         now = time.monotonic()
@@ -89,7 +95,8 @@ class _Tally:
 
 
 def _work(worker: Worker, tally: _Tally) -> None:
-    while tally.take():
+    while (due := tally.take()) is not None:
+        time.sleep(max(0.0, min(due, tally.deadline) - time.monotonic()))
         try:
             worker.one()
         except Exception as err:  # every failure is a measurement, never a crash
@@ -104,11 +111,13 @@ def run(
     max_seconds: float,
     extra: Callable[[], dict[str, Any]] = dict,
     finish: Callable[[], None] = lambda: None,
+    *,
+    rate: float | None = None,
 ) -> None:
     """Make the requests, report (with `extra()`), wait for the lab's "close", close each
     worker and then `finish()` (what the workers share), report again."""
-    tally = _Tally(count, time.monotonic() + max_seconds)
-    emit({"kind": "start", "t0": time.monotonic()})
+    tally = _Tally(count, time.monotonic() + max_seconds, rate)
+    emit({"kind": "start", "t0": tally.t0, "rate": rate})
     threads = [
         threading.Thread(target=_work, args=(w, tally), name=f"worker-{i}", daemon=True)
         for i, w in enumerate(workers)
@@ -150,14 +159,15 @@ def parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=2.0)
     parser.add_argument("--max-seconds", type=float, default=120.0)
+    parser.add_argument("--rate", type=float, default=0.0, help="requests/s; 0: no pacing")
     return parser
 
 
 def checked(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
     if args.count < 0 or not 1 <= args.workers <= MAX_WORKERS:
         parser.error(f"count must be 0 or more, workers 1-{MAX_WORKERS}")
-    if args.timeout <= 0 or args.max_seconds <= 0:
-        parser.error("timeout and max-seconds must be positive")
+    if args.timeout <= 0 or args.max_seconds <= 0 or args.rate < 0:
+        parser.error("timeout and max-seconds must be positive, rate 0 or more")
     return args
 
 

@@ -317,9 +317,9 @@ def timeline(
                 recorder.attempt(t - t0, name)
         recorder.event(phase.ended - t0, "variant_done", f"{label}: {len(phase.times)} ok")
         recorder.event(phase.closed_at - t0, "variant_closed", phase.variant)
-        for sample in (*phase.held, *phase.after):
-            recorder.states(sample.at - t0, sample.key, sample.counts)
-    for sample in samples:
+    # In time order: within a second the recorder keeps the last sample it was given.
+    every = [*samples, *(s for p in phases for s in (*p.held, *p.after))]
+    for sample in sorted(every, key=lambda s: s.at):
         recorder.states(sample.at - t0, sample.key, sample.counts)
     for key, found in conns.items():
         per_second: dict[int, int] = {}
@@ -352,10 +352,9 @@ def draw(result: ScenarioResult, plt: Any, variants: Sequence[tuple[str, str]], 
     requests done and handshakes made (bottom), each on the variant's own time axis."""
     timeline = result.timeline
     starts = {e.detail: e.t for e in timeline.events if e.kind == "variant_start"}
-    ends = {e.detail: e.t for e in timeline.events if e.kind == "variant_closed"}
     columns = len(variants)
     fig, axes = plt.subplots(2, columns, figsize=(5.5 * columns, 6), squeeze=False, sharey="row")
-    windows = _windows(variants, starts, ends)
+    windows = _windows(variants, starts, len(timeline.buckets))
     span = float(max(stop - start for start, stop in windows.values()))  # one time scale
     for column, (key, label) in enumerate(variants):
         start = windows[key][0]
@@ -371,16 +370,16 @@ def draw(result: ScenarioResult, plt: Any, variants: Sequence[tuple[str, str]], 
 
 
 def _windows(
-    variants: Sequence[tuple[str, str]], starts: Mapping[str, float], ends: Mapping[str, float]
+    variants: Sequence[tuple[str, str]], starts: Mapping[str, float], buckets: int
 ) -> dict[str, tuple[int, int]]:
     """Each variant's whole seconds: from its start to the next variant's start (variants
-    start in a fresh bucket), the last one to the bucket after its close."""
+    start in a fresh bucket); the last one to the end of the timeline."""
     firsts = sorted(int(t) for t in starts.values())
     windows = {}
     for key, _label in variants:
         start = int(starts.get(key, 0.0))
         later = [t for t in firsts if t > start]
-        stop = later[0] if later else int(ends.get(key, 0.0)) + 1
+        stop = later[0] if later else buckets
         windows[key] = (start, max(start + 1, stop))
     return windows
 

@@ -4,7 +4,7 @@ Topology: two client hosts ("close", "keepalive"), each with its own veth link t
 server host. One nginx (master_process off, its config, pid file and logs in the run's
 temporary directory) listens on both link addresses, port 8080, with two server blocks
 that answer every GET with 200: keepalive_timeout 0 on the first address, --keepalive-timeout
-on the second. An HTTP/1.1 client (http.client) makes the same requests to each in turn.
+on the second. An HTTP/1.1 client makes the same requests, on the same schedule, to each in turn.
 The server host captures every packet: handshakes are counted as SYNs, and the first FIN
 of each connection shows where its TIME_WAIT lands. Needs the nginx Debian package.
 """
@@ -37,13 +37,13 @@ CLIENT_MODULE = "tcpdoctor.lab.scenarios._http_load"
 REQUEST_TIMEOUT_S = 2.0
 MAX_REQUESTS = 20_000  # far below the 28232 ports of the default range
 SLOWEST_RATE = 50.0  # requests per second assumed for the time budget (a loaded machine)
-TYPICAL_RATE = 1000.0  # for the progress bar
 SETUP_S = 5.0
 _BUCKETS = "net.ipv4.tcp_max_tw_buckets"
 RELEVANT = ("net.ipv4.ip_local_port_range", _BUCKETS)
 
 PARAMS = (
-    Param("requests", int, 2000, 200, "HTTP requests per variant.", 1, MAX_REQUESTS),
+    Param("requests", int, 600, 200, "HTTP requests per variant.", 1, MAX_REQUESTS),
+    Param("rate", float, 100.0, 400.0, "Requests per second (a fixed schedule).", 1.0, 20_000.0),
     Param(
         "keepalive_timeout",
         int,
@@ -66,6 +66,10 @@ PARAMS = (
 )
 
 
+def _rate(values: ParamValues) -> float:
+    return float(values["rate"] or 1.0)
+
+
 def _plan(values: ParamValues) -> Plan:
     return Plan(
         requests=int(values["requests"] or 1),
@@ -79,12 +83,13 @@ def validate(_values: ParamValues, _user: tuple[SysctlSetting, ...]) -> None:
 
 
 def estimate(values: ParamValues, _user: tuple[SysctlSetting, ...]) -> float:
-    return 2 * _plan(values).requests / TYPICAL_RATE + SETUP_S
+    return 2 * _plan(values).requests / _rate(values) + SETUP_S
 
 
 def run(ctx: RunContext, values: ParamValues) -> ScenarioResult:
     nginx = _daemons.require_program("nginx", "nginx", NAME)
-    plan = _plan(values)
+    plan, rate = _plan(values), _rate(values)
+    budget = _budget(plan, rate)
     pairs = variants(plan.keepalive_timeout)
     topo = ctx.topology
     ctx.progress(0.0, "building the namespaces")
@@ -103,10 +108,11 @@ def run(ctx: RunContext, values: ParamValues) -> ScenarioResult:
     def launch(variant: _side_by_side.Variant) -> tuple[str, list[str]]:
         args = ["--host", variant.server_address, "--port", str(HTTP_PORT)]
         args += ["--count", str(plan.requests), "--timeout", str(REQUEST_TIMEOUT_S)]
-        return CLIENT_MODULE, [*args, "--max-seconds", f"{_budget(plan):.0f}"]
+        args += ["--rate", repr(rate)]
+        return CLIENT_MODULE, [*args, "--max-seconds", f"{budget:.0f}"]
 
     pcap = _side_by_side.capture_path(ctx, work)
-    got = _side_by_side.measure(ctx, server, built, launch, pcap, _budget(plan))
+    got = _side_by_side.measure(ctx, server, built, launch, pcap, budget)
     close_facts, keepalive_facts = got.facts(built)
     knobs = Knobs(
         time_wait_slack=ctx.hz.max_lateness(TCP_TIMEWAIT_LEN),
@@ -137,8 +143,9 @@ def run(ctx: RunContext, values: ParamValues) -> ScenarioResult:
     )
 
 
-def _budget(plan: Plan) -> float:
-    return plan.requests / SLOWEST_RATE + 30.0
+def _budget(plan: Plan, rate: float) -> float:
+    """Seconds a variant may take: its schedule, plus slack for a loaded machine."""
+    return plan.requests / min(rate, SLOWEST_RATE) + 30.0
 
 
 def nginx_config(work: Path, plan: Plan, close_address: str, keepalive_address: str) -> str:
