@@ -95,7 +95,7 @@ PARAMS = (
         bool,
         False,
         False,
-        "No stateful filter on the box: NEW flows without a SYN pass too.",
+        "The box only counts, no longer drops, new flows without a SYN and invalid packets.",
     ),
 )
 
