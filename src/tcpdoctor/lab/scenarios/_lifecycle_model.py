@@ -193,13 +193,19 @@ class Mark(NamedTuple):
 
 
 def build_timeline(
-    samples: Iterable[SocketSample], t0: float, end: float, marks: Iterable[Mark] = ()
+    samples: Iterable[SocketSample],
+    t0: float,
+    end: float,
+    marks: Iterable[Mark] = (),
+    outcomes: Iterable[tuple[float, str | None]] = (),
 ) -> Timeline:
     """Socket counts by state per host and second (the last sample of each second wins),
-    plus the events, all relative to t0."""
+    plus the events and (time, error name or None for success) outcomes, relative to t0."""
     recorder = TimelineRecorder(end - t0)
     for sample in sorted(samples, key=lambda s: s.at):
         recorder.states(sample.at - t0, sample.host, sample.counts())
+    for at, error in outcomes:
+        recorder.attempt(at - t0, error)
     for mark in marks:
         recorder.event(mark.at - t0, mark.kind, mark.detail)
     return recorder.freeze()

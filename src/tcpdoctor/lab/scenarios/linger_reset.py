@@ -314,7 +314,9 @@ def run(ctx: RunContext, values: ParamValues) -> ScenarioResult:
         measured=got.as_dict(),
         checks=checks,
         verdict=verdict(checks),
-        timeline=build_timeline(samples, closes[0][1].t_call, samples[-1].at, _marks(got)),
+        timeline=build_timeline(
+            samples, closes[0][1].t_call, samples[-1].at, _marks(got), _reads(got)
+        ),
         duration_s=time.monotonic() - started,
         kernel_release=lc.release(),
         hz=ctx.hz.hz,
@@ -354,6 +356,16 @@ def _marks(got: Measured) -> list[Mark]:
         if close.time_wait:
             marks.append(Mark(close.closed.t, "time_wait", f"port {port}"))
     return marks
+
+
+def _reads(got: Measured) -> list[tuple[float, str | None]]:
+    """The server's reads as the timeline's outcomes: EOF succeeded, anything else is the
+    error it saw (ECONNRESET)."""
+    return [
+        (c.peer_at, None if c.peer_read == "EOF" else c.peer_read)
+        for c in got.closes
+        if c.peer_at is not None
+    ]
 
 
 def validate(values: ParamValues, user: tuple[SysctlSetting, ...]) -> None:
