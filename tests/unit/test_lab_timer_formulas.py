@@ -116,3 +116,11 @@ def test_rto_min_is_kept_in_ticks() -> None:
     assert timing.loss_probe_timeout(41e-6, 0.056, rto_min=0.05, hz=250) == pytest.approx(0.056)
     # Without HZ nothing is rounded.
     assert timing.rto_for_rtt(41e-6, rto_min=0.05).rto == pytest.approx(0.050041)
+
+
+def test_the_fin_wait2_floor_is_taken_in_ticks() -> None:
+    # (rto << 2) - (rto >> 1) in jiffies: 51 ticks -> 204 - 25 = 179 ticks = 716 ms at
+    # HZ=250; in microseconds the half tick is not lost: 714 ms.
+    assert timing.fin_wait2_lifetime(0, rto=0.204, hz=250).lifetime == pytest.approx(0.716)
+    assert timing.fin_wait2_lifetime(0, rto=0.204).lifetime == pytest.approx(0.714)
+    assert timing.fin_wait2_lifetime(0, rto=0.208, hz=250).lifetime == pytest.approx(0.728)

@@ -29,6 +29,7 @@ from tcpdoctor.lab.scenarios._timer_model import (
     Schedule,
     early_give_up,
     no_lateness,
+    rtt_samples,
     wait_checks,
 )
 from tcpdoctor.lab.scenarios._timer_plot import schedule_points
@@ -212,7 +213,7 @@ def test_rtt_samples_from_a_capture() -> None:
         segment(10.000200, back, a | TcpFlags.PSH, 501, 105, 3),
         segment(11.0, out, a | TcpFlags.PSH, 105, 504, 100),  # after the path went dark
     ]
-    samples = rto.rtt_samples(segments, out, before=10.5)
+    samples = rtt_samples(segments, out, before=10.5)
     assert samples == pytest.approx((40e-6, 10e-6))
 
 
@@ -274,8 +275,12 @@ def fin_samples(
     return samples
 
 
+# Handshake and request over veth, then the server's delayed ACK of our FIN (44 ms).
+FIN_RTTS = (40e-6, 10e-6, 0.044)
+
+
 def test_fin_timeout_62_lives_two_phases_of_two_seconds() -> None:
-    exp = fin.expect(fin.FinKnobs(62, 0.204), late)
+    exp = fin.expect(fin.FinKnobs(62, 0.2, 250), FIN_RTTS, late)
     assert exp.two_phases
     assert (exp.life.full_socket_phase, exp.life.minisock_phase, exp.lifetime) == (2.0, 2.0, 4.0)
     samples = fin_samples([(2.01, "FIN_WAIT2", 2), (4.03, "FIN_WAIT2", 3)])
@@ -287,23 +292,29 @@ def test_fin_timeout_62_lives_two_phases_of_two_seconds() -> None:
 
 
 def test_a_fin_wait2_that_lived_the_nominal_62_s_disagrees() -> None:
-    exp = fin.expect(fin.FinKnobs(62, 0.204), late)
+    exp = fin.expect(fin.FinKnobs(62, 0.2, 250), FIN_RTTS, late)
     got = fin.measure(fin_samples([(62.0, "FIN_WAIT2", 3)], step=0.5))
     assert {"outcome", "lifetime_s"} <= failed(fin.compare(exp, got, 0.004))
 
 
 def test_fin_timeout_3_is_one_minisock_phase() -> None:
-    exp = fin.expect(fin.FinKnobs(3, 0.204), late)
+    exp = fin.expect(fin.FinKnobs(3, 0.2, 250), FIN_RTTS, late)
     got = fin.measure(fin_samples([(3.1, "FIN_WAIT2", 3)]))
     assert got.outcome == fin.MINISOCK and got.gone_at == pytest.approx(3.1, abs=0.03)
     assert failed(fin.compare(exp, got, 0.004)) == set()
 
 
 def test_the_rto_floor_applies_to_a_zero_fin_timeout() -> None:
-    # tcp_fin_timeout=0: max(0, 3.5 x 0.204) = 0.714 s as a minisock.
-    exp = fin.expect(fin.FinKnobs(0, 0.204), late)
-    assert exp.lifetime == pytest.approx(0.714)
+    # The FIN's ACK, delayed 44 ms, is the estimator's third sample: srtt 36 us -> 5.53 ms,
+    # the variance term stays at rto_min, RTO = 205.5 ms -> 52 ticks = 208 ms (204 ms before
+    # it). tcp_fin_timeout=0: floor (52 << 2) - (52 >> 1) = 182 ticks = 0.728 s as a
+    # minisock. [measured on 6.18: timer armed for 0.732 s, gone after 0.766 s]
+    exp = fin.expect(fin.FinKnobs(0, 0.2, 250), FIN_RTTS, late)
+    assert exp.life.rto == pytest.approx(0.208)
+    assert exp.lifetime == pytest.approx(0.728)
     assert any("floor decides" in line for line in fin.explain(exp))
+    before_the_fin = fin.expect(fin.FinKnobs(0, 0.2, 250), FIN_RTTS[:2], late)
+    assert before_the_fin.lifetime == pytest.approx(0.716)  # 51 ticks: (204 - 25) ticks
 
 
 def test_fin_wait1_seen_in_the_middle_is_another_state() -> None:

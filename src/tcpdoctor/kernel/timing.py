@@ -726,9 +726,14 @@ def _linger2_stored_us(linger2: int | None) -> int | None:
     return min(linger2 * _US_PER_S, _us(TCP_FIN_TIMEOUT_MAX))
 
 
-def _rto_floor_us(rto_us: int) -> int:
-    # (rto << 2) - (rto >> 1): the kernel's integer 3.5 x RTO.
-    return (rto_us << 2) - (rto_us >> 1)
+def _rto_floor_us(rto_us: int, hz: int | None = None) -> int:
+    """(rto << 2) - (rto >> 1): the kernel's integer 3.5 x RTO. The kernel computes it in
+    jiffies, so with `hz` an odd number of ticks loses half a tick: 51 ticks (204 ms at
+    HZ=250) give 179 ticks = 716 ms, not 714 ms."""
+    if hz is None:
+        return (rto_us << 2) - (rto_us >> 1)
+    ticks = _usecs_to_jiffies(rto_us, hz)
+    return ((ticks << 2) - (ticks >> 1)) * _US_PER_S // hz
 
 
 def fin_wait2_lifetime(
@@ -737,6 +742,7 @@ def fin_wait2_lifetime(
     linger2: int | None = None,
     orphaned: bool = True,
     rto: float = TCP_RTO_MIN,
+    hz: int | None = None,
 ) -> FinWait2Lifetime:
     """Lifetime of FIN_WAIT2 (notes 1.5).
 
@@ -746,12 +752,13 @@ def fin_wait2_lifetime(
     F > 60 s: the full socket waits F - 60 on its keepalive timer, then tcp_keepalive_timer()
     recomputes F - 60 and hands that to tcp_time_wait(), so the total is 2 x (F - 60), not F
     (F = 90 gives 60 s, F = 100 gives 80 s). Not orphaned (shutdown(SHUT_WR) with the fd
-    still open): no timer, lifetime None.
+    still open): no timer, lifetime None. `rto` is the RTO when FIN_WAIT2 begins (the ACK
+    of our FIN is itself an RTT sample); with `hz` the 3.5 x RTO floor is taken in ticks.
     """
     f_us = _check_non_negative("tcp_fin_timeout", fin_timeout)
     rto_us = _check_positive("rto", rto)
     stored = _linger2_stored_us(linger2)
-    floor_us = _rto_floor_us(rto_us)
+    floor_us = _rto_floor_us(rto_us, _check_hz(hz))
     linger_eff = None if stored is None else (-1.0 if stored < 0 else _s(stored))
 
     def record(

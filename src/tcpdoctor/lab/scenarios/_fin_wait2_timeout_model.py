@@ -17,15 +17,16 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from tcpdoctor.kernel import timing
-from tcpdoctor.kernel.constants import TCP_FIN_TIMEOUT
+from tcpdoctor.kernel.constants import TCP_FIN_TIMEOUT, TCP_RTO_MIN
 from tcpdoctor.kernel.states import TimerCode
 from tcpdoctor.kernel.sysctls import parse_int
 from tcpdoctor.lab.model import Check, Measure, exact, tolerance, within
 from tcpdoctor.lab.pcap import Flow, Segment, TcpFlags
-from tcpdoctor.lab.scenarios._timer_model import Lateness, seconds, verdict
+from tcpdoctor.lab.scenarios._timer_model import Lateness, acknowledges, seconds, verdict
 
 FIN_TIMEOUT = "net.ipv4.tcp_fin_timeout"
-RELEVANT = (FIN_TIMEOUT,)
+RTO_MIN_US = "net.ipv4.tcp_rto_min_us"
+RELEVANT = (FIN_TIMEOUT, RTO_MIN_US)
 FIN_WAIT1 = "FIN_WAIT1"
 FIN_WAIT2 = "FIN_WAIT2"
 # A read that began just before the ACK of our FIN arrived may still show FIN_WAIT1.
@@ -37,19 +38,24 @@ FULL_THEN_MINI = timing.FinWait2Outcome.FULL_SOCKET_THEN_MINISOCK.label
 @dataclass(frozen=True)
 class FinKnobs:
     fin_timeout: int  # seconds, as the client namespace has it
-    rto: float  # the socket's RTO when it closed (the 3.5 x RTO floor)
+    rto_min: float  # tcp_rto_min_us (6.11+) or TCP_RTO_MIN: the estimator's floor
+    hz: int | None
 
     @classmethod
-    def from_text(cls, client: Mapping[str, str | None], rto: float) -> FinKnobs:
-        text = client.get(FIN_TIMEOUT)
-        value = int(TCP_FIN_TIMEOUT) if text is None else parse_int(text, what=FIN_TIMEOUT)
-        return cls(value, rto)
+    def from_text(cls, client: Mapping[str, str | None], hz: int | None) -> FinKnobs:
+        text, rto_min = client.get(FIN_TIMEOUT), client.get(RTO_MIN_US)
+        return cls(
+            fin_timeout=int(TCP_FIN_TIMEOUT) if text is None else parse_int(text, what=FIN_TIMEOUT),
+            rto_min=TCP_RTO_MIN if rto_min is None else parse_int(rto_min, what=RTO_MIN_US) / 1e6,
+            hz=hz,
+        )
 
 
 @dataclass(frozen=True)
 class FinExpectation:
     knobs: FinKnobs
-    life: timing.FinWait2Lifetime
+    rtt_samples: tuple[float, ...]  # handshake, request and FIN, as the capture saw them
+    life: timing.FinWait2Lifetime  # with the RTO after the last of them
     full_slack: float  # how late the full socket's timer may fire
     mini_slack: float
 
@@ -75,12 +81,17 @@ class FinExpectation:
         }
 
 
-def expect(knobs: FinKnobs, late: Lateness) -> FinExpectation:
-    life = timing.fin_wait2_lifetime(knobs.fin_timeout, rto=knobs.rto)
-    return FinExpectation(knobs, life, late(life.full_socket_phase), late(life.minisock_phase))
-
-
-_SEQ_MOD = 1 << 32
+def expect(knobs: FinKnobs, rtt_samples: Sequence[float], late: Lateness) -> FinExpectation:
+    """The floor of 3.5 x RTO uses the RTO when FIN_WAIT2 begins: the ACK of our FIN (which
+    the peer may delay by tens of milliseconds) is the estimator's last sample."""
+    estimator = timing.RttEstimator(rto_min=knobs.rto_min, hz=knobs.hz)
+    rto = knobs.rto_min
+    for rtt in rtt_samples:
+        rto = estimator.sample(rtt).rto
+    life = timing.fin_wait2_lifetime(knobs.fin_timeout, rto=rto, hz=knobs.hz)
+    return FinExpectation(
+        knobs, tuple(rtt_samples), life, late(life.full_socket_phase), late(life.minisock_phase)
+    )
 
 
 def fin_acked_at(segments: Sequence[Segment], flow: Flow) -> float | None:
@@ -90,7 +101,7 @@ def fin_acked_at(segments: Sequence[Segment], flow: Flow) -> float | None:
         return None
     back = flow.reverse()
     for s in segments:
-        covered = (s.ack - fin.end_seq) % _SEQ_MOD < _SEQ_MOD // 2
+        covered = acknowledges(s.ack, fin.end_seq)
         if Flow.of(s) == back and s.t >= fin.t and s.flags & TcpFlags.ACK and covered:
             return s.t
     return None
@@ -118,6 +129,7 @@ class FinObserved:
     step: float  # the largest gap between samples: the resolution of every time above
     other_states: str | None  # states other than FIN_WAIT2 seen on the way
     fin_wait1: float | None = None  # close() to the ACK of our FIN (the peer may delay it)
+    rto_at_close: float | None = None  # tcpi_rto just before close()
 
     @property
     def minisock_phase(self) -> float | None:
@@ -137,6 +149,7 @@ class FinObserved:
             "sample_step_s": _r(self.step),
             "other_states": self.other_states,
             "fin_wait1_s": _r(self.fin_wait1),
+            "rto_at_close_s": self.rto_at_close,
         }
 
 
@@ -144,7 +157,11 @@ def _r(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
 
-def measure(all_samples: Sequence[SocketSample], fin_wait1: float | None = None) -> FinObserved:
+def measure(
+    all_samples: Sequence[SocketSample],
+    fin_wait1: float | None = None,
+    rto_at_close: float | None = None,
+) -> FinObserved:
     """Phases from the samples (in time order) taken once FIN_WAIT2 had begun."""
     samples = [s for s in all_samples if s.t >= 0 or s.state == FIN_WAIT2]
     full = [s for s in samples if s.state == FIN_WAIT2 and s.timer == TimerCode.KEEPALIVE]
@@ -178,6 +195,7 @@ def measure(all_samples: Sequence[SocketSample], fin_wait1: float | None = None)
         step=step,
         other_states=",".join(s for s in others if s) or None,
         fin_wait1=fin_wait1,
+        rto_at_close=rto_at_close,
     )
 
 
@@ -253,7 +271,7 @@ def compare(exp: FinExpectation, got: FinObserved, tick: float) -> tuple[Check, 
 
 def explain(exp: FinExpectation) -> tuple[str, ...]:
     life, knobs = exp.life, exp.knobs
-    floor = 3.5 * knobs.rto
+    floor = 3.5 * life.rto
     fin = life.fin_time or 0.0
     why = []
     if fin > knobs.fin_timeout:

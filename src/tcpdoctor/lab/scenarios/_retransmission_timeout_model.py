@@ -23,7 +23,6 @@ from tcpdoctor.kernel.constants import (
 )
 from tcpdoctor.kernel.sysctls import parse_int
 from tcpdoctor.lab.model import Check, Measure, between, exact, tolerance, within
-from tcpdoctor.lab.pcap import Flow, Segment, TcpFlags, in_flow
 from tcpdoctor.lab.scenarios._timer_model import (
     EarlyGiveUp,
     Lateness,
@@ -80,46 +79,6 @@ class RtoKnobs:
 def _int(values: Mapping[str, str | None], name: str) -> int | None:
     text = values.get(name)
     return None if text is None else parse_int(text, what=name)
-
-
-_SEQ_MOD = 1 << 32
-
-
-def _acks(ack: int, end_seq: int) -> bool:
-    """ack covers end_seq (RFC 1982 serial arithmetic, as the kernel's !before())."""
-    return (ack - end_seq) % _SEQ_MOD < _SEQ_MOD // 2
-
-
-def rtt_samples(segments: Sequence[Segment], flow: Flow, before: float) -> tuple[float, ...]:
-    """The RTT samples the sender took, as the capture saw them: SYN to SYN-ACK, then each
-    data segment to the first ACK covering it, for segments sent before `before` and sent
-    once only (Karn: a retransmitted segment gives no sample)."""
-    both = in_flow(segments, flow)
-    sent = [s for s in both if Flow.of(s) == flow and s.t < before]
-    back = [s for s in both if Flow.of(s) != flow]
-    seen: dict[int, int] = {}
-    for s in sent:
-        if s.seq_space:
-            seen[s.seq] = seen.get(s.seq, 0) + 1
-    samples = []
-    for s in sent:
-        if not s.seq_space or seen[s.seq] > 1:
-            continue
-        syn = bool(s.flags & TcpFlags.SYN)
-        reply = next(
-            (
-                r
-                for r in back
-                if r.t >= s.t
-                and r.flags & TcpFlags.ACK
-                and (not syn or r.flags & TcpFlags.SYN)
-                and _acks(r.ack, s.end_seq)
-            ),
-            None,
-        )
-        if reply is not None:
-            samples.append(max(reply.t - s.t, 1e-6))  # the estimator wants > 0
-    return tuple(samples)
 
 
 @dataclass(frozen=True)
@@ -190,7 +149,7 @@ class RtoObserved:
 
     def as_dict(self) -> dict[str, Measure]:
         return {
-            "rtt_samples": series(self.rtt_samples),
+            "rtt_samples_us": ", ".join(f"{s * 1e6:.0f}" for s in self.rtt_samples),
             "first_rto_s": self.tcpi_rto,
             "srtt_s": self.tcpi_rtt,
             "transmissions": len(self.transmit_times),

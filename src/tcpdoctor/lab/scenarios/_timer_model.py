@@ -15,6 +15,7 @@ from itertools import pairwise
 from typing import NamedTuple
 
 from tcpdoctor.lab.model import Check, Measure, Window, tolerance, within
+from tcpdoctor.lab.pcap import Flow, Segment, TcpFlags, in_flow
 
 Lateness = Callable[[float], float]  # nominal timer length (s) -> how late it may fire (s)
 
@@ -118,6 +119,48 @@ def early_give_up(
         if 0 < headroom <= lateness:
             return EarlyGiveUp(index, at, headroom, lateness)
     return None
+
+
+# --- RTT samples from a capture ---------------------------------------------------------
+
+_SEQ_MOD = 1 << 32
+
+
+def acknowledges(ack: int, end_seq: int) -> bool:
+    """ack covers end_seq (RFC 1982 serial arithmetic, as the kernel's !before())."""
+    return (ack - end_seq) % _SEQ_MOD < _SEQ_MOD // 2
+
+
+def rtt_samples(segments: Sequence[Segment], flow: Flow, before: float) -> tuple[float, ...]:
+    """The RTT samples the sender took, as the capture saw them: SYN to SYN-ACK, then each
+    data segment to the first ACK covering it, for segments sent before `before` and sent
+    once only (Karn: a retransmitted segment gives no sample)."""
+    both = in_flow(segments, flow)
+    sent = [s for s in both if Flow.of(s) == flow and s.t < before]
+    back = [s for s in both if Flow.of(s) != flow]
+    seen: dict[int, int] = {}
+    for s in sent:
+        if s.seq_space:
+            seen[s.seq] = seen.get(s.seq, 0) + 1
+    samples = []
+    for s in sent:
+        if not s.seq_space or seen[s.seq] > 1:
+            continue
+        syn = bool(s.flags & TcpFlags.SYN)
+        reply = next(
+            (
+                r
+                for r in back
+                if r.t >= s.t
+                and r.flags & TcpFlags.ACK
+                and (not syn or r.flags & TcpFlags.SYN)
+                and acknowledges(r.ack, s.end_seq)
+            ),
+            None,
+        )
+        if reply is not None:
+            samples.append(max(reply.t - s.t, 1e-6))  # the estimator wants > 0
+    return tuple(samples)
 
 
 # --- the verdict --------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from tcpdoctor.lab.scenarios._fin_wait2_timeout_model import (
     measure,
     verdict_line,
 )
+from tcpdoctor.lab.scenarios._timer_model import rtt_samples
 from tcpdoctor.lab.scenarios._timer_plot import Point, draw_schedule
 from tcpdoctor.lab.sysctl_args import SysctlSetting
 from tcpdoctor.lab.topology import Host
@@ -74,7 +75,7 @@ def client_settings(
 
 def _planned(values: ParamValues, user: tuple[SysctlSetting, ...]) -> FinKnobs:
     texts: dict[str, str | None] = {s.name: s.text for s in client_settings(values, user)}
-    return FinKnobs.from_text(texts, TCP_RTO_MIN)
+    return FinKnobs.from_text(texts, None)
 
 
 def validate(values: ParamValues, user: tuple[SysctlSetting, ...]) -> None:
@@ -87,7 +88,7 @@ def validate(values: ParamValues, user: tuple[SysctlSetting, ...]) -> None:
 
 def estimate(values: ParamValues, user: tuple[SysctlSetting, ...]) -> float:
     knobs = _planned(values, user)
-    life = timing.fin_wait2_lifetime(knobs.fin_timeout, rto=knobs.rto)
+    life = timing.fin_wait2_lifetime(knobs.fin_timeout, rto=max(knobs.rto_min, TCP_RTO_MIN))
     return (life.lifetime or 0.0) * 1.05 + 1.0
 
 
@@ -110,10 +111,8 @@ def run(ctx: RunContext, values: ParamValues) -> ScenarioResult:
 
     lines.send("close")
     closed = lines.expect("closed", _timers.READY_TIMEOUT_S, "the lab client did not close")
-    knobs = FinKnobs.from_text(read_back["client"], int(closed["rto_us"]) / 1_000_000)
-    exp = expect(knobs, ctx.hz.max_lateness)
     closed_at = float(closed["mono"])
-    raw = _follow(ctx, client, port, closed_at, exp, planned.fin_timeout)
+    raw = _follow(ctx, client, port, closed_at, deadline_s, planned.fin_timeout)
     server_after = _observer.sample(server)
     segments = capture.segments()
 
@@ -121,9 +120,11 @@ def run(ctx: RunContext, values: ParamValues) -> ScenarioResult:
     acked = fin_acked_at(segments, flow)
     if acked is None:
         raise ScenarioError("the capture shows no ACK of the client's FIN")
+    knobs = FinKnobs.from_text(read_back["client"], ctx.hz.hz)
+    exp = expect(knobs, rtt_samples(segments, flow, acked + 1.0), ctx.hz.max_lateness)
     start = acked - _timers.realtime_offset()  # on the monotonic clock of the samples
     samples = [SocketSample(s.t - (start - closed_at), s.state, s.timer, s.expires) for s in raw]
-    got = measure(samples, start - closed_at)
+    got = measure(samples, start - closed_at, int(closed["rto_us"]) / 1e6)
     tick = 1 / ctx.hz.hz if ctx.hz.hz else 0.01
     checks = compare(exp, got, tick)
     return ScenarioResult(
@@ -146,10 +147,10 @@ def run(ctx: RunContext, values: ParamValues) -> ScenarioResult:
 
 
 def _follow(
-    ctx: RunContext, host: Host, port: int, closed_at: float, exp: FinExpectation, fin: int
+    ctx: RunContext, host: Host, port: int, closed_at: float, limit_s: float, fin: int
 ) -> list[SocketSample]:
     """Read the socket every PERIOD_S until it is gone (bounded in time and count)."""
-    limit = closed_at + exp.lifetime * 1.5 + GRACE_S
+    limit = closed_at + limit_s
     samples: list[SocketSample] = []
     while time.monotonic() < limit and len(samples) < MAX_SAMPLES:
         before = time.monotonic()
@@ -158,9 +159,9 @@ def _follow(
         samples.append(SocketSample(at, *found) if found else SocketSample(at, None))
         if found is None:
             return samples
-        ctx.progress(at, f"FIN_WAIT2 (tcp_fin_timeout={fin}), {exp.lifetime:g} s expected")
+        ctx.progress(at, f"FIN_WAIT2 (tcp_fin_timeout={fin})")
         time.sleep(max(0.0, before + PERIOD_S - time.monotonic()))
-    raise ScenarioError(f"the FIN_WAIT2 socket was still there after {limit - closed_at:.0f} s")
+    raise ScenarioError(f"the FIN_WAIT2 socket was still there after {limit_s:.0f} s")
 
 
 def _socket(host: Host, port: int) -> tuple[str, int, float] | None:
@@ -205,12 +206,17 @@ def _notes(exp: FinExpectation, got: FinObserved, ctx: RunContext) -> tuple[str,
         "times count from the ACK of the client's FIN, when FIN_WAIT2 begins (FIN_WAIT1 "
         f"lasted {(got.fin_wait1 or 0.0) * 1000:.0f} ms: the server delays that ACK); the "
         f"socket was read every {PERIOD_S * 1000:g} ms (largest gap {got.step * 1000:.0f} ms)",
-        f"the RTO at close was {exp.knobs.rto * 1000:g} ms (the 3.5 x RTO floor is "
-        f"{exp.knobs.rto * 3.5:.3f} s)",
+        f"the RTO was {(got.rto_at_close or 0.0) * 1000:g} ms at close and "
+        f"{exp.life.rto * 1000:g} ms once the FIN was acknowledged (the ACK is an RTT sample); "
+        f"the 3.5 x RTO floor is {_floor(exp):.3f} s",
     ]
     if ctx.hz.hz is None:
         notes.append(f"CONFIG_HZ {ctx.hz.source}")
     return tuple(notes)
+
+
+def _floor(exp: FinExpectation) -> float:
+    return timing.fin_wait2_lifetime(0, rto=exp.life.rto, hz=exp.knobs.hz).fin_time or 0.0
 
 
 def draw(result: ScenarioResult, plt: Any) -> Any:

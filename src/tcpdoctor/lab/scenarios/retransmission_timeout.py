@@ -35,9 +35,9 @@ from tcpdoctor.lab.scenarios._retransmission_timeout_model import (
     RtoObserved,
     compare,
     expect,
-    rtt_samples,
     verdict_line,
 )
+from tcpdoctor.lab.scenarios._timer_model import rtt_samples
 from tcpdoctor.lab.scenarios._timer_plot import draw_schedule, schedule_points
 from tcpdoctor.lab.sysctl_args import SysctlSetting
 from tcpdoctor.timeline import Timeline, TimelineRecorder
@@ -194,7 +194,8 @@ def _timeline(
 def _notes(exp: RtoExpectation, ctx: RunContext) -> tuple[str, ...]:
     notes = [
         "times count from the original transmission of the data as the capture saw it",
-        f"RTT samples from the capture (s): {', '.join(f'{s:.6f}' for s in exp.rtt_samples)}",
+        "RTT samples from the capture (us): "
+        + ", ".join(f"{s * 1e6:.0f}" for s in exp.rtt_samples),
     ]
     if not exp.knobs.loss_probe:
         notes.append("no tail loss probe: tcp_early_retrans is not 3 or 4, or SACK is off")
