@@ -82,6 +82,7 @@ def draw_schedule(
     points: Sequence[Point],
     *,
     origin: str,
+    reference: tuple[float, str] | None = None,
 ) -> Any:
     """Event number across, seconds since `origin` up (log): the kernel's schedule as a
     line with its accepted window, what was measured as dots (red when outside)."""
@@ -112,13 +113,22 @@ def draw_schedule(
             xytext=(6, -10),
             fontsize=8,
         )
+    if reference is not None:  # a number people expect, drawn to show it is not the answer
+        axis.axhline(
+            reference[0], color="tab:orange", linestyle="--", linewidth=1, label=reference[1]
+        )
     axis.plot([], [], "o", color="tab:green", label="measured (inside the window)")
     axis.plot([], [], "o", color="tab:red", label="measured (outside)")
     axis.set_yscale("log")
+    # The schedule's own times are the ticks: 1, 2, 3, 4, 5, 7, 11, 19 ... reads better than
+    # powers of ten, whatever the range.
     ticker = importlib.import_module("matplotlib.ticker")  # optional extra, no stubs here
-    plain = ticker.FuncFormatter(lambda value, _pos: f"{value:g}")
-    axis.yaxis.set_major_formatter(plain)
-    axis.yaxis.set_minor_formatter(plain)
+    expected = [p.expected for p in points if p.expected and p.expected > 0]
+    marks = sorted({round(v, 3) for v in [*expected, *([reference[0]] if reference else [])]})
+    if marks:
+        axis.yaxis.set_major_locator(ticker.FixedLocator(marks))
+        axis.yaxis.set_minor_locator(ticker.NullLocator())
+    axis.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _pos: f"{value:g}"))
     axis.set_xticks(xs)
     axis.set_xticklabels([p.label for p in points], rotation=30, ha="right", fontsize=8)
     axis.set_ylabel(f"seconds since {origin} (log)")

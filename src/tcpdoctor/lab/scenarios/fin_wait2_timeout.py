@@ -235,7 +235,12 @@ def draw(result: ScenarioResult, plt: Any) -> Any:
                     _f(check.measured),
                 )
             )
-    return draw_schedule(result, plt, points, origin="FIN_WAIT2 began")
+    fin = _f(result.expected.get("fin_time_s"))
+    lifetime = _f(result.expected.get("lifetime_s"))
+    reference = None
+    if fin is not None and lifetime is not None and abs(fin - lifetime) > 1e-6:
+        reference = (fin, f"tcp_fin_timeout = {fin:g} s (not the lifetime)")
+    return draw_schedule(result, plt, points, origin="FIN_WAIT2 began", reference=reference)
 
 
 def _f(value: object) -> float | None:
