@@ -4,13 +4,15 @@ root: bad input is refused before anything touches the kernel."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 from support.netns import tcpdoctor
-from support.privilege import run_unprivileged
+from support.privilege import DROP_TO_NOBODY, run_unprivileged
 
 pytestmark = pytest.mark.e2e
 
@@ -72,10 +74,28 @@ def test_without_root_exit_3_with_one_line() -> None:
     assert "needs root" in one_line_error(done.stderr)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("matplotlib") is not None, reason="matplotlib is installed here"
+# The CLI with matplotlib made unimportable (a None entry in sys.modules), whether or not
+# the plot extra is installed here.
+_WITHOUT_MATPLOTLIB = (
+    "import sys; sys.modules['matplotlib'] = None; "
+    "from tcpdoctor.cli.main import main; main(sys.argv[1:])"
 )
+
+
 def test_plot_without_matplotlib_is_exit_4_before_anything_runs() -> None:
-    done = run_unprivileged("lab", "run", "port-exhaustion", "--quick", "--plot", "/tmp/x.png")
+    argv = ["lab", "run", "port-exhaustion", "--quick", "--plot", "/tmp/x.png"]
+    done = subprocess.run(
+        [
+            *(DROP_TO_NOBODY if os.geteuid() == 0 else []),
+            sys.executable,
+            "-c",
+            _WITHOUT_MATPLOTLIB,
+            *argv,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 4, done.stderr
     assert "matplotlib" in one_line_error(done.stderr)

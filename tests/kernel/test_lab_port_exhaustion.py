@@ -8,7 +8,6 @@ TIME_WAIT run side by side in separate processes to keep the suite short.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
@@ -164,10 +163,6 @@ def test_a_small_tcp_max_tw_buckets_skips_time_wait_instead() -> None:
     assert measured["tw_overflow"] == measured["successes"] - 10
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("matplotlib") is None,
-    reason="matplotlib (the plot extra) is not installed; tests/e2e checks the error instead",
-)
 def test_plot_draws_the_run(tmp_path: Path) -> None:
     picture = tmp_path / "run.png"
     result = run_lab("--pool", "--plot", str(picture))

@@ -22,7 +22,11 @@ _EVENT_KINDS = {"first_failure": "tab:red", "recovery": "tab:green", "pool_close
 
 
 def require_matplotlib() -> None:
-    if importlib.util.find_spec("matplotlib") is None:
+    try:
+        found = importlib.util.find_spec("matplotlib") is not None
+    except ValueError:  # sys.modules holds None for it: importing it is blocked
+        found = False
+    if not found:
         raise ScenarioError(
             "--plot needs matplotlib: install the plot extra (pip install 'tcpdoctor[plot]')"
         )
