@@ -118,6 +118,11 @@ def max_gap(samples: Iterable[SocketSample], host: str) -> float:
     return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
 
+def last_at(samples: Iterable[SocketSample]) -> float:
+    """When the last sample was taken (0 when there is none): where a timeline ends."""
+    return max((s.at for s in samples), default=0.0)
+
+
 def max_read(samples: Iterable[SocketSample]) -> float:
     return max((s.read_s for s in samples), default=0.0)
 

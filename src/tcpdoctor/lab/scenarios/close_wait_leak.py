@@ -45,6 +45,7 @@ from tcpdoctor.lab.scenarios._lifecycle_model import (
     Track,
     build_timeline,
     follow,
+    last_at,
     last_count,
     lifetime,
     lifetime_window,
@@ -384,7 +385,7 @@ def run(ctx: RunContext, values: ParamValues) -> ScenarioResult:
         checks=checks,
         verdict=verdict(checks),
         timeline=build_timeline(
-            samples, closes[0].t_call, samples[-1].at, _marks(closes, got, doctor_at)
+            samples, closes[0].t_call, last_at(samples), _marks(closes, got, doctor_at)
         ),
         duration_s=time.monotonic() - started,
         kernel_release=lc.release(),

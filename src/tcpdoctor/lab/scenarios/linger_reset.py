@@ -43,6 +43,7 @@ from tcpdoctor.lab.scenarios._lifecycle_model import (
     SocketSample,
     build_timeline,
     follow,
+    last_at,
     of_host,
     verdict,
 )
@@ -315,7 +316,7 @@ def run(ctx: RunContext, values: ParamValues) -> ScenarioResult:
         checks=checks,
         verdict=verdict(checks),
         timeline=build_timeline(
-            samples, closes[0][1].t_call, samples[-1].at, _marks(got), _reads(got)
+            samples, closes[0][1].t_call, last_at(samples), _marks(got), _reads(got)
         ),
         duration_s=time.monotonic() - started,
         kernel_release=lc.release(),

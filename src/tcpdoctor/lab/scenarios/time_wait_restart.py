@@ -47,6 +47,7 @@ from tcpdoctor.lab.scenarios._lifecycle_model import (
     SocketSample,
     build_timeline,
     follow,
+    last_at,
     lifetime_window,
     max_gap,
     max_read,
@@ -162,10 +163,10 @@ class Measured:
             "fins": len(self.fins),
             "fin_retransmissions": max(0, len(self.fins) - 1),
             "acks_on_wire": self.acks_on_wire,
-            "last_fin_after_first_s": r6(self.fins[-1].at - first) if first else None,
+            "last_fin_after_first_s": None if first is None else r6(self.fins[-1].at - first),
             "ends_after_last_fin_s": r6(self.after_last_fin),
             "time_wait_total_s": r6(
-                None if first is None or not self.gone_at else self.gone_at - first
+                None if first is None or self.gone_at is None else self.gone_at - first
             ),
             "peer_last_ack_lasted_s": r6(
                 None if first is None or self.last_ack_gone is None else self.last_ack_gone - first
@@ -174,7 +175,7 @@ class Measured:
             "sampling_gap_during_fins_s": r6(self.fin_sampling_gap),
         }
         for k, (fin, offset) in enumerate(zip(self.fins, self.offsets(), strict=True)):
-            found[f"fin_{k}_at_s"] = r6(fin.at - first) if first else None
+            found[f"fin_{k}_at_s"] = None if first is None else r6(fin.at - first)
             found[f"rearm_{k}_offset_s"] = r6(offset)
             found[f"remaining_before_fin_{k}_s"] = r6(fin.before)
             found[f"remaining_after_fin_{k}_s"] = r6(fin.after)
@@ -343,7 +344,7 @@ def run(ctx: RunContext, values: ParamValues) -> ScenarioResult:
         measured=got.as_dict(),
         checks=checks,
         verdict=verdict(checks),
-        timeline=build_timeline(samples, t0, samples[-1].at, _marks(closed, got)),
+        timeline=build_timeline(samples, t0, last_at(samples), _marks(closed, got)),
         duration_s=time.monotonic() - started,
         kernel_release=lc.release(),
         hz=ctx.hz.hz,
