@@ -178,7 +178,7 @@ def _timer_rows() -> list[tuple[str, ...]]:
             "ESTABLISHED with data unacknowledged",
             "either side",
             "retransmission (RTO)",
-            f"{secs(established.budget)}, ETIMEDOUT",
+            f"{secs(established.budget)} after the first retransmission, ETIMEDOUT",
             "tcp_retries2, tcp_rto_max_ms, TCP_USER_TIMEOUT",
             "retries",
         ),

@@ -44,23 +44,33 @@ def all_keys(value: Any) -> list[str]:
 
 
 def test_retries2_json(capsys: pytest.CaptureFixture[str]) -> None:
+    # Budget 924.6 s from the first retransmission at 0.2 s: the 16th retransmission at
+    # 924.6 s is 924.4 s in, 1044.6 s gives up (worked out in test_timing.py); late timers
+    # at the default HZ=250 can use up the 0.2 s left at 924.6 s.
     data = run_json(capsys, "retries2", "15")
     assert data["budget"] == pytest.approx(924.6)
-    assert data["schedule"]["gives_up_at"] == pytest.approx(924.6)
-    assert data["schedule"]["retransmissions"] == 15
+    assert data["budget_from"] == pytest.approx(0.2)
+    assert data["schedule"]["gives_up_at"] == pytest.approx(1044.6)
+    assert data["schedule"]["retransmissions"] == 16
     assert data["schedule"]["reason"] == "time_budget"
+    assert data["headroom"] == pytest.approx(0.2)
+    assert data["sooner_give_up_at"] == pytest.approx(924.6)
+    assert data["loss_probe_at"] is None
 
 
 def test_retries2_rto_max_json(capsys: pytest.CaptureFixture[str]) -> None:
     data = run_json(capsys, "retries2", "15", "--rto-max-ms", "10000")
     assert data["budget"] == pytest.approx(112.6)
     assert data["rto_max"] == pytest.approx(10.0)
+    # 112.6 s from 0.2 s: the expiry at 112.6 s is 112.4 s in, 122.6 s gives up.
+    assert data["schedule"]["gives_up_at"] == pytest.approx(122.6)
 
 
 def test_retries2_user_timeout_json(capsys: pytest.CaptureFixture[str]) -> None:
     data = run_json(capsys, "retries2", "--user-timeout-ms", "5000")
     assert data["user_timeout"] == pytest.approx(5.0)
-    assert data["schedule"]["gives_up_at"] == pytest.approx(5.0)
+    # 5 s counted from the first retransmission at 0.2 s.
+    assert data["schedule"]["gives_up_at"] == pytest.approx(5.2)
     assert data["schedule"]["reason"] == "user_timeout"
 
 
@@ -200,6 +210,30 @@ def test_text_shows_result_and_schedule(capsys: pytest.CaptureFixture[str]) -> N
     assert "ETIMEDOUT" in out
     for at in ("1", "2", "3", "4", "5", "7", "11", "19", "35", "67"):
         assert re.search(rf"\b{at}\b", out), at
+
+
+def test_text_retries2_counts_the_budget_from_the_first_retransmission(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Budget 3.0 s from 0.2 s: 3.0 s is 2.8 s in, 6.2 s gives up. Worst-case lateness of
+    # the 0.4, 0.8, 1.6 s timers at HZ=250 is 3 x 32 ms < the 0.2 s left: no late-timer line.
+    code, out, _ = run(capsys, "retries2", "3")
+    assert code == 0
+    assert "budget from      0.2 s: the first RTO retransmission" in out
+    assert "ETIMEDOUT at     6.2 s" in out
+    assert "late timers" not in out
+    assert "RTO retransmission, budget starts" in out
+
+
+def test_text_retries2_names_the_expiry_late_timers_may_end(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # retries2=5: 12.6 s is 12.4 s in (0.2 s left), 25.4 s gives up. Lateness at HZ=250:
+    # 3 x 32 ms + 2 x 256 ms (the 3.2 and 6.4 s timers) = 0.608 s >= 0.2 s.
+    code, out, _ = run(capsys, "retries2", "5")
+    assert code == 0
+    assert "ETIMEDOUT at     25.4 s" in out
+    assert "may end it at 12.6 s: 0.2 s short of the budget there" in out
 
 
 def test_text_fin_wait2_explains_the_double_wait(capsys: pytest.CaptureFixture[str]) -> None:

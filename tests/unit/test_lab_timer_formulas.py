@@ -50,13 +50,13 @@ def test_retries2_3_budget_starts_at_the_first_rto_retransmission() -> None:
 
 def test_without_a_loss_probe_the_clock_still_starts_late() -> None:
     # First RTO 0.2 (retrans_stamp); budget 7 x 0.2 = 1.4: expiries 0.6 (0.4 in) and
-    # 1.4 (1.2 in) retransmit, 3.0 (2.8) gives up. established_give_up() counts from the
-    # original send and stops at 1.4 s.
+    # 1.4 (1.2 in) retransmit, 3.0 (2.8) gives up. established_give_up() walks the same
+    # timer (it used to count from the original send and stop at 1.4 s).
     plan = timing.blackhole_retransmissions(2, initial_rto=0.2, srtt=0.0, loss_probe=False)
     assert plan.loss_probe_at is None
     assert plan.transmit_times == pytest.approx((0.0, 0.2, 0.6, 1.4))
     assert plan.gives_up_at == pytest.approx(3.0)
-    assert timing.established_give_up(2, initial_rto=0.2).schedule.gives_up_at == 1.4
+    assert timing.established_give_up(2, initial_rto=0.2).schedule.gives_up_at == 3.0
 
 
 def test_rto_max_caps_the_backoff_and_shrinks_the_budget() -> None:

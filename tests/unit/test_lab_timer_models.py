@@ -160,7 +160,7 @@ def test_rto_measured_on_6_18_agrees() -> None:
 
 
 def test_a_give_up_counted_from_the_original_send_disagrees() -> None:
-    # established_give_up()'s view: three RTO retransmissions, ETIMEDOUT at 3.264 s.
+    # The old established_give_up() view (budget from the send): ETIMEDOUT at 3.264 s.
     exp = rto.expect(VETH, [39e-6], late)
     got = rto_observed((0.0, 0.204, 0.408, 0.816, 1.632), 3.264)
     assert {"transmissions", "gap_5", "gives_up_at"} <= failed(rto.compare(exp, got, late))

@@ -39,23 +39,71 @@ def test_model_timeout_syn_base_one_second() -> None:
 # --- established give-up ------------------------------------------------------------------
 
 
-def test_established_defaults_die_at_budget_after_15_retransmissions() -> None:
+def test_established_defaults_budget_runs_from_the_first_retransmission() -> None:
+    # The 924.6 s budget counts from retrans_stamp, the first RTO retransmission at 0.2 s
+    # (notes 6.4 say "the original send"; measured on 6.18 it is the first retransmission).
+    # RTO 0.2 doubling to 102.4, then capped at 120: expiries 0.2, 0.6, 1.4, 3.0, 6.2, 12.6,
+    # 25.4, 51.0, 102.2, 204.6, then every 120 s: 324.6, 444.6, 564.6, 684.6, 804.6 and
+    # 924.6 s, which is 924.4 s in, 0.2 s short of the budget: it retransmits (the 16th).
+    # 1044.6 (1044.4 s in) gives up. [The old rule, from the send: 15, ETIMEDOUT at 924.6.]
     result = timing.established_give_up()
     assert result.budget == pytest.approx(924.6)
+    assert result.model_budget == pytest.approx(924.6)
     assert result.linear_backoff_thresh == 9
-    assert result.schedule.retransmissions == 15
-    assert result.schedule.gives_up_at == pytest.approx(924.6)
-    assert result.schedule.retransmit_times[:10] == pytest.approx(
-        (0.2, 0.6, 1.4, 3.0, 6.2, 12.6, 25.4, 51.0, 102.2, 204.6)
-    )
+    assert result.budget_from == pytest.approx(0.2)
+    assert result.loss_probe_at is None
+    assert result.schedule.retransmissions == 16
+    assert result.schedule.gives_up_at == pytest.approx(1044.6)
+    doubling = (0.2, 0.6, 1.4, 3.0, 6.2, 12.6, 25.4, 51.0, 102.2, 204.6)
+    capped = (324.6, 444.6, 564.6, 684.6, 804.6, 924.6)
+    assert result.schedule.retransmit_times == pytest.approx((*doubling, *capped))
+    assert result.headroom == pytest.approx(0.2)  # 924.6 - (924.6 - 0.2)
     assert result.schedule.reason is GiveUpReason.TIME_BUDGET
 
 
+def test_late_timers_can_end_the_default_schedule_at_924_6_s() -> None:
+    # Worst-case lateness at HZ=250 (timer_slack) of the waits after the first
+    # retransmission: 0.4, 0.8, 1.6 s (100-400 jiffies, level 1) 32 ms each; 3.2, 6.4,
+    # 12.8 s (level 2) 256 ms each; 25.6, 51.2, 102.4 and six 120 s (level 3) 2.048 s each.
+    # By the 924.6 s expiry: 0.096 + 0.768 + 18.432 = 19.296 s >= 0.2 s of headroom; at the
+    # 804.6 s expiry 17.248 s < 120.2 s. So the kernel may give up at 924.6 s (+ lateness).
+    result = timing.established_give_up(hz=250)
+    assert result.sooner_give_up_at == pytest.approx(924.6)
+    assert timing.established_give_up().sooner_give_up_at is None  # no HZ, no guess
+
+
 def test_established_rto_max_10_s_budget_112_6() -> None:
+    # thresh = ilog2(10 / 0.2) = 5, budget 63 x 0.2 + 10 x 10 = 112.6 s from 0.2 s.
+    # Expiries 0.2, 0.6, 1.4, 3.0, 6.2, 12.6, then every 10 s: 22.6 ... 112.6 (112.4 s in,
+    # retransmits: the 16th); 122.6 (122.4 s in) gives up. [From the send: 15, 112.6.]
     result = timing.established_give_up(15, rto_max=10.0)
     assert result.budget == pytest.approx(112.6)
-    assert result.schedule.gives_up_at == pytest.approx(112.6)
+    assert result.schedule.retransmissions == 16
+    assert result.schedule.retransmit_times[-2:] == pytest.approx((102.6, 112.6))
+    assert result.schedule.gives_up_at == pytest.approx(122.6)
+    assert result.headroom == pytest.approx(0.2)
     assert max(result.schedule.waits) == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize(
+    ("retries2", "retransmits", "gives_up"),
+    [
+        # budget 63 x 0.2 = 12.6: 12.6 is 12.4 s in and retransmits; 25.4 (25.2 in) gives
+        # up. [From the send: 5 retransmissions, 12.6 s.]
+        (5, (0.2, 0.6, 1.4, 3.0, 6.2, 12.6), 25.4),
+        # budget 15 x 0.2 = 3.0: 3.0 is 2.8 s in; 6.2 (6.0 in) gives up. [Old: 3, 3.0 s.]
+        (3, (0.2, 0.6, 1.4, 3.0), 6.2),
+        # budget 7 x 0.2 = 1.4: 1.4 is 1.2 s in; 3.0 (2.8 in) gives up. [Old: 2, 1.4 s.]
+        (2, (0.2, 0.6, 1.4), 3.0),
+    ],
+)
+def test_established_small_retries2_one_more_retransmission(
+    retries2: int, retransmits: tuple[float, ...], gives_up: float
+) -> None:
+    result = timing.established_give_up(retries2)
+    assert result.schedule.retransmit_times == pytest.approx(retransmits)
+    assert result.schedule.gives_up_at == pytest.approx(gives_up)
+    assert result.headroom == pytest.approx(0.2)
 
 
 def test_established_rto_base_is_constant_not_initial_rto() -> None:
@@ -63,19 +111,53 @@ def test_established_rto_base_is_constant_not_initial_rto() -> None:
     result = timing.established_give_up(5, initial_rto=0.3)
     assert result.rto_base == pytest.approx(0.2)
     assert result.budget == pytest.approx(12.6)
-    # expiries 0.3, 0.9, 2.1, 4.5, 9.3, 18.9: the first at or after 12.6 is 18.9
+    # Clock from 0.3: expiries 0.9 (0.6 s in), 2.1 (1.8), 4.5 (4.2), 9.3 (9.0) retransmit;
+    # 18.9 (18.6 s in >= 12.6) gives up. The old rule (from the send) also gave 18.9.
+    assert result.budget_from == pytest.approx(0.3)
     assert result.schedule.gives_up_at == pytest.approx(18.9)
     assert result.schedule.retransmissions == 5
+    assert result.headroom == pytest.approx(3.6)  # 12.6 - 9.0
 
 
 def test_established_user_timeout_replaces_budget_and_clamps_last_rto() -> None:
     result = timing.established_give_up(15, user_timeout=5.0)
     assert result.budget == pytest.approx(5.0)
     assert result.model_budget == pytest.approx(924.6)
-    # 0.2, 0.6, 1.4, 3.0 retransmit; next RTO (3.2 s) is clamped to the 2 s left.
+    # Clock from 0.2: 0.6 (0.4 s in), 1.4 (1.2), 3.0 (2.8) retransmit; the next RTO
+    # (3.2 s) is clamped to the 5.0 - 2.8 = 2.2 s left: 5.2 (5.0 s in) gives up.
+    # [From the send: clamped to 2.0 s, ETIMEDOUT at 5.0.]
     assert result.schedule.retransmit_times == pytest.approx((0.2, 0.6, 1.4, 3.0))
-    assert result.schedule.gives_up_at == pytest.approx(5.0)
+    assert result.schedule.waits[-1] == pytest.approx(2.2)
+    assert result.schedule.gives_up_at == pytest.approx(5.2)
     assert result.schedule.reason is GiveUpReason.USER_TIMEOUT
+
+
+def test_established_with_a_loss_probe_matches_the_lab_measurement() -> None:
+    # retries2=3 on veth (RTO 204 ms, TLP at 204 ms): first RTO expiry at 0.408 starts the
+    # clock; 0.816 (0.408 s in), 1.632 (1.224), 3.264 (2.856 < 3.0) retransmit; 6.528
+    # (6.12 s in) gives up. [measured on 6.18: 0.206 TLP, 0.414, 0.830, 1.662, 3.326;
+    # ETIMEDOUT at 6.75 s]
+    result = timing.established_give_up(3, initial_rto=0.204, loss_probe=0.204, hz=250)
+    assert result.loss_probe_at == pytest.approx(0.204)
+    assert result.budget_from == pytest.approx(0.408)
+    assert result.schedule.retransmit_times == pytest.approx((0.408, 0.816, 1.632, 3.264))
+    assert result.schedule.waits[0] == pytest.approx(0.408)  # send -> TLP -> first RTO
+    assert result.schedule.gives_up_at == pytest.approx(6.528)
+    assert result.headroom == pytest.approx(0.144)  # 3.0 - 2.856
+    # Worst-case lateness at HZ=250 of the 0.408, 0.816, 1.632 s waits (level 1): 3 x 32 ms
+    # = 0.096 s < 0.144 s: no sooner give-up, as measured.
+    assert result.sooner_give_up_at is None
+
+
+def test_late_timers_explain_the_measured_retries2_4_give_up() -> None:
+    # retries2=4, budget 31 x 0.2 = 6.2 s from 0.408: 6.528 is 6.12 s in (headroom 0.08)
+    # and retransmits nominally; 13.056 (12.648 in) gives up. Lateness at HZ=250 up to
+    # 6.528: 3 x 32 ms + 256 ms (the 3.264 s wait, 816 jiffies, level 2) = 0.352 >= 0.08,
+    # so 6.528 may give up. [measured on 6.18: ETIMEDOUT at 6.846 s]
+    result = timing.established_give_up(4, initial_rto=0.204, loss_probe=0.204, hz=250)
+    assert result.schedule.gives_up_at == pytest.approx(13.056)
+    assert result.headroom == pytest.approx(0.08)
+    assert result.sooner_give_up_at == pytest.approx(6.528)
 
 
 # --- SYN give-up --------------------------------------------------------------------------
@@ -414,6 +496,9 @@ def test_timer_slack_beyond_wheel_is_clamped() -> None:
         lambda: timing.established_give_up(256),
         lambda: timing.established_give_up(rto_max=0.5),
         lambda: timing.established_give_up(user_timeout=-1.0),
+        lambda: timing.established_give_up(loss_probe=0.0),
+        lambda: timing.established_give_up(initial_rto=0.2, loss_probe=0.3),
+        lambda: timing.established_give_up(hz=0),
         lambda: timing.syn_give_up(0),
         lambda: timing.syn_give_up(128),
         lambda: timing.syn_give_up(linear_timeouts=-1),
@@ -438,6 +523,10 @@ def test_invalid_input_raises_input_error(call: Callable[[], object]) -> None:
 # --- properties ---------------------------------------------------------------------------
 
 
+def _micros(seconds: float) -> int:
+    return round(seconds * 1_000_000)
+
+
 def _strictly_increasing(values: tuple[float, ...]) -> bool:
     return all(a < b for a, b in pairwise(values))
 
@@ -453,8 +542,13 @@ def test_established_schedule_properties(retries: int, rto_max_ms: int, initial_
     )
     times = result.schedule.retransmit_times
     assert _strictly_increasing(times)
-    assert result.schedule.gives_up_at >= result.budget
-    assert not times or result.schedule.gives_up_at > times[-1]
+    # The first expiry always retransmits and starts the clock; the give-up is at least
+    # the budget after it, and every earlier expiry was short of it.
+    stamp, budget = _micros(result.budget_from), _micros(result.budget)
+    assert times[0] == result.budget_from
+    assert _micros(result.schedule.gives_up_at) - stamp >= budget
+    assert _micros(times[-1]) - stamp < budget
+    assert result.schedule.gives_up_at > times[-1]
     assert sum(result.schedule.waits) == pytest.approx(result.schedule.gives_up_at)
 
 

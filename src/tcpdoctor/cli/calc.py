@@ -144,7 +144,12 @@ def _model_formula(boundary: int, base: float, rto_max: float, thresh: int) -> s
 
 
 def _schedule_table(
-    schedule: timing.RetransmitSchedule, *, first: str, sent: str, end: str
+    schedule: timing.RetransmitSchedule,
+    *,
+    first: str,
+    sent: str,
+    end: str,
+    first_sent: str | None = None,
 ) -> Table:
     table = Table(title=None, show_edge=False, pad_edge=False)
     table.add_column("#", justify="right")
@@ -153,7 +158,8 @@ def _schedule_table(
     table.add_column("then waits (s)", justify="right")
     table.add_row("0", first, "0", _num(schedule.waits[0]))
     for index, at in enumerate(schedule.retransmit_times, start=1):
-        table.add_row(str(index), sent, _num(at), _num(schedule.waits[index]))
+        event = first_sent if index == 1 and first_sent else sent
+        table.add_row(str(index), event, _num(at), _num(schedule.waits[index]))
     table.add_row("", end, _num(schedule.gives_up_at), "")
     return table
 
@@ -197,20 +203,33 @@ def calc() -> None:
     show_default=True,
     help="RTO when the loss starts (200 ms on a LAN; larger on long paths).",
 )
+@click.option(
+    "--hz",
+    type=int,
+    default=REFERENCE_HZ,
+    show_default=True,
+    help="CONFIG_HZ, for how late the RTO timers can fire.",
+)
 @_json_option
 def retries2_cmd(
-    retries: int, rto_max_ms: int, user_timeout_ms: int, initial_rto_ms: float, as_json: bool
+    retries: int,
+    rto_max_ms: int,
+    user_timeout_ms: int,
+    initial_rto_ms: float,
+    hz: int,
+    as_json: bool,
 ) -> None:
     """Established give-up time (tcp_retries2).
 
     When a connection with unacknowledged data reports ETIMEDOUT, and every RTO
-    retransmission before it.
+    retransmission before it. The budget runs from the first RTO retransmission.
     """
     result = timing.established_give_up(
         retries,
         rto_max=rto_max_ms / _MS,
         user_timeout=_user_timeout(user_timeout_ms),
         initial_rto=initial_rto_ms / _MS,
+        hz=hz,
     )
 
     def render(console: Console) -> None:
@@ -224,18 +243,40 @@ def retries2_cmd(
                 f"tcp_model_timeout({result.retries2}, {_num(result.rto_base)} s, "
                 f"{_num(result.rto_max)} s) = {formula}",
             ),
+            ("budget from", f"{_dur(result.budget_from)}: the first RTO retransmission"),
         ]
         rows += _give_up_rows(
-            result.user_timeout, result.schedule, "the first RTO expiry at or after the budget"
+            result.user_timeout,
+            result.schedule,
+            "the first RTO expiry with the budget used up",
         )
+        rows += _late_timer_rows(result, hz)
         _summary(console, f"Established give-up, tcp_retries2 = {result.retries2}", rows)
         console.print(
             _schedule_table(
-                result.schedule, first="data sent", sent="RTO retransmission", end="ETIMEDOUT"
+                result.schedule,
+                first="data sent",
+                sent="RTO retransmission",
+                end="ETIMEDOUT",
+                first_sent="RTO retransmission, budget starts",
             )
         )
 
     _emit(result, as_json, render)
+
+
+def _late_timer_rows(result: timing.EstablishedGiveUp, hz: int) -> list[tuple[str, str]]:
+    """Where late timers may end the schedule one expiry sooner, when they can."""
+    sooner = result.sooner_give_up_at
+    if sooner is None or result.headroom is None:
+        return []
+    return [
+        (
+            "late timers",
+            f"may end it at {_dur(sooner)}: {_num(result.headroom)} s short of the budget "
+            f"there, less than the worst-case lateness of the timers at HZ={hz}",
+        )
+    ]
 
 
 @calc.command("syn-retries", context_settings=_NUMERIC_ARGS)

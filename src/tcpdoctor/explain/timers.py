@@ -155,12 +155,14 @@ def user_timeout() -> Topic:
             "TCP_USER_TIMEOUT is set with setsockopt() in milliseconds; 0 means unset and "
             "negative values are rejected. While anything is unacknowledged, a SYN in "
             "connect() included, the kernel gives up once that much time has passed since "
-            "the oldest unacknowledged transmission, instead of using the budget derived "
-            f"from tcp_retries2 ({secs(retries.budget)} by default) or tcp_syn_retries "
-            f"({secs(syn.schedule.gives_up_at)}). It also shortens the last retransmission "
-            "timeout so the deadline is met rather than overshot: with a "
-            f"{secs(limit)} user timeout a connection sending into a blackhole fails at "
-            f"{secs(capped.schedule.gives_up_at)}.",
+            "the clock of the tcp_retries2 budget started (the first retransmission of the "
+            "oldest unacknowledged data; in connect(), the first SYN), instead of using "
+            f"the budget derived from tcp_retries2 ({secs(retries.budget)} by default) or "
+            f"tcp_syn_retries ({secs(syn.schedule.gives_up_at)}). It also shortens the last "
+            "retransmission timeout so the deadline is met rather than overshot: with a "
+            f"{secs(limit)} user timeout a connection sending into a blackhole fails "
+            f"{secs(capped.schedule.gives_up_at)} after the send, its first retransmission "
+            f"having come {secs(capped.budget_from)} in.",
             "With keepalive on, the user timeout replaces the probe count: the connection "
             "is aborted at the first keepalive firing at which the idle time has reached the "
             "user timeout and at least one probe went out. A user timeout shorter than the "
@@ -349,8 +351,17 @@ def rto() -> Topic:
     )
 
 
+def _sooner(give_up: timing.EstablishedGiveUp) -> float:
+    """Where late timers may end the schedule; the nominal give-up when they cannot."""
+    if give_up.sooner_give_up_at is None:
+        return give_up.schedule.gives_up_at
+    return give_up.sooner_give_up_at
+
+
 def retries() -> Topic:
-    default = timing.established_give_up()
+    default = timing.established_give_up(hz=REFERENCE_HZ)
+    lan_rto = timing.rto_for_rtt(_LAN_RTT_EXAMPLE, hz=REFERENCE_HZ).rto
+    lan = timing.established_give_up(initial_rto=lan_rto)
     lower = timing.established_give_up(_RETRIES2_EXAMPLE)
     short_max = timing.established_give_up(rto_max=_RTO_MAX_EXAMPLE)
     retries1 = timing.model_timeout(TCP_RETR1, TCP_RTO_MIN, TCP_RTO_MAX)
@@ -367,17 +378,31 @@ def retries() -> Topic:
         aliases=("tcp_retries2", "tcp_retries1", "retries2", "give-up", "ETIMEDOUT"),
         summary=(
             f"tcp_retries2 ({TCP_RETR2}) is a time budget, not a count: unacknowledged data "
-            f"makes the connection fail with ETIMEDOUT after about {secs(default.budget)} "
-            f"({hms(default.budget)})."
+            f"makes the connection fail with ETIMEDOUT once about {secs(default.budget)} "
+            f"({hms(default.budget)}) have passed since its first retransmission."
         ),
         body=(
             "When data stays unacknowledged the kernel retransmits it with a doubling RTO "
-            "and gives up at the first timeout after a time budget has run out. The budget "
-            "is written as a number of retransmissions but used as a time: the kernel "
+            "and gives up at the first timeout after a time budget has run out. The clock "
+            "of that budget starts at the first retransmission by the RTO timer, one RTO "
+            "after the data was sent, not at the send itself; the first timeout never gives "
+            "up. The budget is written as a number of retransmissions but used as a time: "
+            "the kernel "
             f"computes how long {TCP_RETR2} retransmissions would take if the RTO started "
             f"at {ms(TCP_RTO_MIN)} and doubled up to {secs(TCP_RTO_MAX)}, which is "
             f"{formula} = {secs(default.budget)}. A path with a larger RTO reaches that "
             "time with fewer retransmissions; the deadline stays the same.",
+            f"On a LAN at HZ={REFERENCE_HZ} the first RTO is {ms(lan_rto)} and the "
+            f"connection fails {secs(lan.schedule.gives_up_at)} after the send, following "
+            f"{lan.schedule.retransmissions} retransmissions. An RTO of exactly "
+            f"{ms(TCP_RTO_MIN)} is a knife edge: retransmission number "
+            f"{default.schedule.retransmissions}, at {secs(_sooner(default))}, comes only "
+            f"{secs(default.headroom or 0.0)} short of the budget, so on paper the connection "
+            f"lasts until {secs(default.schedule.gives_up_at)}. But timers fire late, never "
+            "early, and their lateness counts towards the budget: a few of the long ones "
+            f"can use up that {secs(default.headroom or 0.0)}, and then the kernel gives up "
+            "at that expiry instead. A tail loss probe sent before the first RTO does not "
+            "start the clock; it moves the whole schedule later by up to one RTO.",
             f"For {hms(default.budget)} a dead peer looks like a slow one: writes still "
             "fill the send buffer and reads simply block. Lowering tcp_retries2 shortens "
             f"this for the whole host (with {_RETRIES2_EXAMPLE} the budget is "
@@ -403,6 +428,24 @@ def retries() -> Topic:
                 default.schedule.retransmissions,
                 "",
                 "established_give_up()",
+            ),
+            KeyNumber(
+                "ETIMEDOUT in the ideal schedule, after the send",
+                default.schedule.gives_up_at,
+                "s",
+                "established_give_up()",
+            ),
+            KeyNumber(
+                "late timers may end it at",
+                _sooner(default),
+                "s",
+                "established_give_up(hz=...)",
+            ),
+            KeyNumber(
+                f"ETIMEDOUT with a {ms(lan_rto)} RTO, after the send",
+                lan.schedule.gives_up_at,
+                "s",
+                "established_give_up(initial_rto=...)",
             ),
             KeyNumber(
                 f"budget with tcp_retries2={_RETRIES2_EXAMPLE}",

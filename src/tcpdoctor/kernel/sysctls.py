@@ -510,7 +510,7 @@ ALL_SYSCTLS: tuple[SysctlSpec, ...] = (
         meaning=(
             "Time budget for unacknowledged data before the connection fails with "
             "ETIMEDOUT, written as a retransmission count of an ideal doubling RTO from "
-            "200 ms: 15 means 924.6 s."
+            "200 ms: 15 means 924.6 s, counted from the first RTO retransmission."
         ),
         risks=(
             "It is a time limit, so a path with a large RTO sees fewer retransmissions. Low "

@@ -170,8 +170,11 @@ class GiveUpReason(Enum):
 class RetransmitSchedule(NamedTuple):
     """One idealised run of a retransmission timer against a silent peer.
 
-    Times count from the original transmission (the kernel's retrans_stamp). `waits[i]` is
-    the timer armed after transmission i (0 = the original), so sum(waits) == gives_up_at.
+    Times count from the original transmission. `waits[i]` is the timer armed after
+    transmission i (0 = the original), so sum(waits) == gives_up_at; when a tail loss probe
+    comes first (established_give_up(loss_probe=...)), waits[0] runs from the original past
+    the probe to the first RTO retransmission. Where the time budget starts (the kernel's
+    retrans_stamp) depends on the state: see the function that made the schedule.
     """
 
     initial_rto: float
@@ -183,7 +186,7 @@ class RetransmitSchedule(NamedTuple):
     reason: GiveUpReason
 
 
-# expired(retransmits, elapsed_us, current_rto_us) -> reason or None
+# expired(retransmits, elapsed_us since retrans_stamp, current_rto_us) -> reason or None
 _ExpiryRule = Callable[[int, int, int], GiveUpReason | None]
 # next_rto(backoff, current_rto_us) -> next RTO in microseconds
 _BackoffRule = Callable[[int, int], int]
@@ -192,7 +195,8 @@ _BackoffRule = Callable[[int, int], int]
 def _clamp_to_user_timeout(rto_us: int, elapsed_us: int, user_timeout_us: int | None) -> int:
     """tcp_clamp_rto_to_user_timeout(): never sleep past the user timeout.
 
-    Once the deadline has passed the kernel arms one jiffy ("fire ASAP"); we use zero.
+    `elapsed_us` counts from retrans_stamp, as the kernel's does. Once the deadline has
+    passed the kernel arms one jiffy ("fire ASAP"); we use zero.
     """
     if user_timeout_us is None:
         return rto_us
@@ -206,26 +210,41 @@ def _run_retransmit_timer(
     expired: _ExpiryRule,
     next_rto: _BackoffRule,
     user_timeout_us: int | None = None,
+    *,
+    first_expiry_us: int | None = None,
+    stamp_at_first_retransmission: bool = False,
 ) -> RetransmitSchedule:
     """tcp_retransmit_timer() + tcp_write_timeout(): each expiry either gives up or
-    retransmits, backs the RTO off and re-arms the timer."""
+    retransmits, backs the RTO off and re-arms the timer.
+
+    The one walk of the RTO timer in this module. `expired` and the user-timeout clamp see
+    the time since retrans_stamp: the original transmission by default (tcp_connect()
+    stamps the first SYN), or with `stamp_at_first_retransmission` the first expiry's
+    retransmission (tcp_retransmit_skb() stamps data there [measured on 6.18]; notes 6.4
+    still say the original send). The first timer fires after the plain RTO
+    (tcp_connect/tcp_rearm_rto) unless `first_expiry_us` says otherwise (a tail loss probe
+    went out first and re-armed a full RTO).
+    """
     rto = initial_rto_us
-    elapsed = rto  # the first timer is armed with the plain RTO (tcp_connect/tcp_rearm_rto)
-    waits = [rto]
+    now = initial_rto_us if first_expiry_us is None else first_expiry_us
+    stamp = 0
+    waits = [now]
     times: list[int] = []
-    while (reason := expired(len(times), elapsed, rto)) is None:
-        times.append(elapsed)
+    while (reason := expired(len(times), now - stamp, rto)) is None:
+        times.append(now)
+        if stamp_at_first_retransmission and len(times) == 1:
+            stamp = now
         rto = next_rto(len(times), rto)
-        wait = _clamp_to_user_timeout(rto, elapsed, user_timeout_us)
+        wait = _clamp_to_user_timeout(rto, now - stamp, user_timeout_us)
         waits.append(wait)
-        elapsed += wait
+        now += wait
     return RetransmitSchedule(
         initial_rto=_s(initial_rto_us),
         rto_max=_s(rto_max_us),
         retransmit_times=tuple(_s(t) for t in times),
         waits=tuple(_s(w) for w in waits),
         retransmissions=len(times),
-        gives_up_at=_s(elapsed),
+        gives_up_at=_s(now),
         reason=reason,
     )
 
@@ -246,7 +265,10 @@ def _time_rule(budget_us: int, reason: GiveUpReason) -> _ExpiryRule:
 
 
 class EstablishedGiveUp(NamedTuple):
-    """When an ESTABLISHED connection with unacknowledged data reports ETIMEDOUT."""
+    """When an ESTABLISHED connection with unacknowledged data reports ETIMEDOUT.
+
+    Times count from the original transmission; the budget counts from `budget_from`.
+    """
 
     retries2: int
     rto_base: float  # always the constant TCP_RTO_MIN, never tcp_rto_min_us
@@ -256,6 +278,24 @@ class EstablishedGiveUp(NamedTuple):
     user_timeout: float | None
     budget: float  # user_timeout when set, else model_budget
     schedule: RetransmitSchedule
+    # retrans_stamp: the first RTO retransmission, where the budget's clock starts
+    budget_from: float
+    loss_probe_at: float | None  # None: no tail loss probe in this schedule
+    # budget - (expiry - budget_from) at the last expiry that still retransmitted; None when
+    # that was the first RTO expiry (which never gives up). Timers fire late, never early:
+    # when their lateness since budget_from adds up to more than this, the kernel gives up
+    # at that expiry instead.
+    headroom: float | None
+    # With `hz`: the first expiry that retransmits in `schedule` but may give up instead,
+    # because the worst-case lateness of the timers since budget_from reaches its headroom
+    # (nominal time, before that lateness); None when it cannot happen or without `hz`.
+    sooner_give_up_at: float | None
+
+
+def _budget_us(retries2: int, rto_max_us: int, user_timeout_us: int | None) -> tuple[int, int]:
+    """(tcp_model_timeout(retries2, TCP_RTO_MIN, rto_max), the budget actually used)."""
+    model_us = _model_timeout_us(retries2, _us(TCP_RTO_MIN), rto_max_us)
+    return model_us, (user_timeout_us if user_timeout_us is not None else model_us)
 
 
 def established_give_up(
@@ -264,27 +304,74 @@ def established_give_up(
     rto_max: float = TCP_RTO_MAX,
     user_timeout: float | None = None,
     initial_rto: float = TCP_RTO_MIN,
+    loss_probe: float | None = None,
+    hz: int | None = None,
 ) -> EstablishedGiveUp:
     """Give-up time of an established connection sending into a black hole.
 
     Mirrors tcp_write_timeout() -> retransmits_timed_out(sk, tcp_retries2, user_timeout)
-    in net/ipv4/tcp_timer.c. The budget is tcp_model_timeout(retries2, TCP_RTO_MIN,
-    tcp_rto_max(sk)); the rto base is the constant TCP_RTO_MIN even when tcp_rto_min_us is
-    lowered (notes 6.4). TCP_USER_TIMEOUT replaces the budget. The connection dies at the
-    first RTO expiry at or after the budget; `initial_rto` is the RTO the connection had
-    when the loss began (tail loss probes, which come first in real life, are not modelled).
+    in net/ipv4/tcp_timer.c, which compares now - retrans_stamp with the budget. The budget
+    is tcp_model_timeout(retries2, TCP_RTO_MIN, tcp_rto_max(sk)); the rto base is the
+    constant TCP_RTO_MIN even when tcp_rto_min_us is lowered. TCP_USER_TIMEOUT replaces the
+    budget. retrans_stamp is set by tcp_retransmit_skb() at the first RTO retransmission,
+    not at the original send [measured on 6.18], and the first RTO expiry never gives up
+    (icsk_retransmits is still 0). So the budget runs from the first RTO retransmission
+    (`budget_from`) and the connection dies at the first later expiry at or past it:
+    tcp_retries2=3 (3.0 s) with a 200 ms RTO retransmits at 0.2, 0.6, 1.4 and 3.0 s (2.8 s
+    in) and fails at 6.2 s, not 3.0 s.
+
+    `initial_rto` is the RTO the connection had when the loss began. `loss_probe`, when
+    given, is when the tail loss probe went out, in seconds after the original send and no
+    later than the RTO (loss_probe_timeout() computes it): tcp_send_loss_probe() does not
+    set retrans_stamp and re-arms a full RTO, so it only delays the whole schedule. Left
+    out (None), no probe is modelled, as without SACK or with tcp_early_retrans below 3;
+    with one, give-up times are later by the probe's delay. blackhole_retransmissions()
+    gives the same walk with the probe computed and every transmission listed.
+
+    The schedule assumes punctual timers. Real ones fire late (timer_slack()), and the
+    lateness since budget_from adds to the elapsed time the kernel compares: given `hz`
+    (CONFIG_HZ), `sooner_give_up_at` says where the worst case of it could end the
+    connection one expiry early. With an RTO of exactly TCP_RTO_MIN and no user timeout,
+    every schedule misses its budget by that one RTO (headroom 0.2 s), which a few late
+    timers can use up (for the defaults: the expiry at 924.6 s instead of ETIMEDOUT at
+    1044.6 s).
     """
     _check_int("tcp_retries2", retries2, 0, SYSCTL_U8_MAX)
     max_us = _rto_max_us(rto_max)
     first_us = min(_check_positive("initial_rto", initial_rto), max_us)
-    base_us = _us(TCP_RTO_MIN)
     ut_us = _user_timeout_us(user_timeout)
-    model_us = _model_timeout_us(retries2, base_us, max_us)
-    budget_us = ut_us if ut_us is not None else model_us
+    probe_us = None if loss_probe is None else _check_positive("loss_probe", loss_probe)
+    if probe_us is not None and probe_us > first_us:
+        raise InputError(
+            f"loss_probe must come no later than the RTO ({_s(first_us)} s), got {loss_probe}"
+        )
+    return _established_walk(retries2, max_us, first_us, ut_us, probe_us, _check_hz(hz))
+
+
+def _established_walk(
+    retries2: int,
+    max_us: int,
+    first_us: int,
+    ut_us: int | None,
+    probe_us: int | None,
+    hz: int | None = None,
+) -> EstablishedGiveUp:
+    """established_give_up() on checked values, in microseconds."""
+    model_us, budget_us = _budget_us(retries2, max_us, ut_us)
     reason = GiveUpReason.USER_TIMEOUT if ut_us is not None else GiveUpReason.TIME_BUDGET
     schedule = _run_retransmit_timer(
-        first_us, max_us, _time_rule(budget_us, reason), _doubling(max_us), ut_us
+        first_us,
+        max_us,
+        _time_rule(budget_us, reason),
+        _doubling(max_us),
+        ut_us,
+        first_expiry_us=(probe_us or 0) + first_us,
+        stamp_at_first_retransmission=True,
     )
+    # The first expiry always retransmits, so there is at least one retransmission.
+    stamp_us, last_us = _us(schedule.retransmit_times[0]), _us(schedule.retransmit_times[-1])
+    headroom = budget_us - (last_us - stamp_us) if schedule.retransmissions > 1 else None
+    base_us = _us(TCP_RTO_MIN)
     return EstablishedGiveUp(
         retries2=retries2,
         rto_base=_s(base_us),
@@ -294,7 +381,29 @@ def established_give_up(
         user_timeout=None if ut_us is None else _s(ut_us),
         budget=_s(budget_us),
         schedule=schedule,
+        budget_from=_s(stamp_us),
+        loss_probe_at=None if probe_us is None else _s(probe_us),
+        headroom=None if headroom is None else _s(headroom),
+        sooner_give_up_at=None if hz is None else _sooner_give_up(schedule, budget_us, hz),
     )
+
+
+def _sooner_give_up(schedule: RetransmitSchedule, budget_us: int, hz: int) -> float | None:
+    """The first expiry after budget_from that retransmits nominally but whose headroom the
+    worst-case lateness of the timers since budget_from reaches, at `hz`.
+
+    retransmits_timed_out() reads the clock at each expiry, and timer-wheel timers fire
+    late, never early; each one is re-armed when the previous one fired, so their lateness
+    adds up. Usually the expiry found is the last retransmission, the one `headroom` is for.
+    """
+    stamp_us = _us(schedule.retransmit_times[0])
+    late_us = 0
+    # waits[j] is the timer that fires at retransmit_times[j]; j = 0 started the clock.
+    for wait, at in zip(schedule.waits[1:-1], schedule.retransmit_times[1:], strict=True):
+        late_us += _us(timer_slack(wait, hz).max_lateness)
+        if late_us >= budget_us - (_us(at) - stamp_us):
+            return at
+    return None
 
 
 # --- data sent into a black hole: tail loss probe, then the RTO timer ---------------------
@@ -383,43 +492,37 @@ def blackhole_retransmissions(
     So the clock of the budget starts at the first RTO retransmission: with retries2 = 3
     (budget 3.0 s) and RTO 204 ms the error comes after four RTO retransmissions, at
     0.204 + 0.204 + 0.408 + 0.816 + 1.632 + 3.264 = 6.528 s, not at 3.264 s (measured
-    6.75 s). established_give_up() starts the clock at the original transmission instead.
+    6.75 s). Steps 2 and 3 are established_give_up() with the probe of step 1 as its
+    `loss_probe`; this adds the probe and lists every transmission.
     """
     _check_int("tcp_retries2", retries2, 0, SYSCTL_U8_MAX)
     max_us = _rto_max_us(rto_max)
-    rto = min(_check_positive("initial_rto", initial_rto), max_us)
+    rto_us = min(_check_positive("initial_rto", initial_rto), max_us)
     ut_us = _user_timeout_us(user_timeout)
-    model_us = _model_timeout_us(retries2, _us(TCP_RTO_MIN), max_us)
-    budget_us = ut_us if ut_us is not None else model_us
-    reason = GiveUpReason.USER_TIMEOUT if ut_us is not None else GiveUpReason.TIME_BUDGET
     probe_us: int | None = None
     if loss_probe:
-        probe = loss_probe_timeout(srtt, _s(rto), packets_out=packets_out, rto_min=rto_min, hz=hz)
+        probe = loss_probe_timeout(
+            srtt, _s(rto_us), packets_out=packets_out, rto_min=rto_min, hz=hz
+        )
         probe_us = _us(probe)
-    now = (probe_us or 0) + rto  # the first RTO expiry: retransmit, start the budget clock
-    stamp = now
-    retransmits = [now]
-    while True:
-        rto = min(rto * 2, max_us)
-        now += _clamp_to_user_timeout(rto, now - stamp, ut_us)
-        if now - stamp >= budget_us:
-            break
-        retransmits.append(now)
-    transmits = [0, *([probe_us] if probe_us is not None else []), *retransmits]
-    ends = [*transmits, now]
+    give_up = _established_walk(retries2, max_us, rto_us, ut_us, probe_us)
+    retransmits = give_up.schedule.retransmit_times
+    transmits = (0.0, *(() if give_up.loss_probe_at is None else (give_up.loss_probe_at,)))
+    transmits += retransmits
+    ends = [_us(t) for t in (*transmits, give_up.schedule.gives_up_at)]
     return BlackholeRetransmissions(
         retries2=retries2,
         initial_rto=_s(min(_us(initial_rto), max_us)),
-        rto_max=_s(max_us),
-        loss_probe_at=None if probe_us is None else _s(probe_us),
-        rto_retransmit_times=tuple(_s(t) for t in retransmits),
-        transmit_times=tuple(_s(t) for t in transmits),
+        rto_max=give_up.rto_max,
+        loss_probe_at=give_up.loss_probe_at,
+        rto_retransmit_times=retransmits,
+        transmit_times=transmits,
         waits=tuple(_s(b - a) for a, b in itertools.pairwise(ends)),
-        budget=_s(budget_us),
-        budget_from=_s(stamp),
-        gives_up_at=_s(now),
-        reason=reason,
-        headroom=_s(budget_us - (retransmits[-1] - stamp)) if len(retransmits) > 1 else None,
+        budget=give_up.budget,
+        budget_from=give_up.budget_from,
+        gives_up_at=give_up.schedule.gives_up_at,
+        reason=give_up.schedule.reason,
+        headroom=give_up.headroom,
     )
 
 

@@ -23,6 +23,7 @@ from tcpdoctor.diagnose.idle_timeouts import (
     preset,
 )
 from tcpdoctor.kernel.constants import (
+    REFERENCE_HZ,
     TCP_KEEPALIVE_INTVL,
     TCP_KEEPALIVE_PROBES,
     TCP_KEEPALIVE_TIME,
@@ -280,7 +281,13 @@ def retransmit_settings(ctx: Context) -> RetransmitSettings:
 
 @functools.lru_cache(maxsize=256)
 def established_schedule(retries2: int, rto_max: float, initial_rto: float) -> EstablishedGiveUp:
-    return established_give_up(retries2, rto_max=rto_max, initial_rto=initial_rto)
+    """The tcp_retries2 schedule, and whether late timers may end it an expiry sooner.
+
+    The host's CONFIG_HZ is not visible from user space; timer lateness is judged at
+    REFERENCE_HZ. Tail loss probes are not modelled (unknown from outside whether one went
+    out): they would delay everything by up to one RTO.
+    """
+    return established_give_up(retries2, rto_max=rto_max, initial_rto=initial_rto, hz=REFERENCE_HZ)
 
 
 @functools.lru_cache(maxsize=64)

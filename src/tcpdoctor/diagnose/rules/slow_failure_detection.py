@@ -12,9 +12,13 @@ tcp_info retransmits and backoff), and at SYN_SENT sockets whose SYN has been
 retransmitted at least once. Closing states with an unacknowledged FIN belong to
 fin-wait1-stuck and last-ack-stuck. How far a socket is comes from placing its
 retransmission count and timer expiry on the idealised schedule, with the initial RTO
-taken from tcp_info (rto_us halved `backoff` times). Groups are per peer
-(address:port), separately for data and for SYNs. Severity is warning when the kernel
-would keep the application waiting more than 30 s from the first loss, else info.
+taken from tcp_info (rto_us halved `backoff` times). The tcp_retries2 budget runs from
+the first RTO retransmission (the kernel's retrans_stamp), not from the lost segment's
+first transmission; times reported count from that first transmission, tail loss probes
+not included. Groups are per peer (address:port), separately for data and for SYNs.
+Severity is warning when the kernel would keep the application waiting more than 30 s
+from the first loss, else info. When late timers may end the schedule one RTO expiry
+early (judged at HZ=250), the explanation says so.
 TCP_USER_TIMEOUT and TCP_SYNCNT set by the application are not visible from outside and
 would shorten what is reported.
 
@@ -72,6 +76,7 @@ class Progress(NamedTuple):
     elapsed: float  # seconds since the first unacknowledged transmission (or first SYN)
     gives_up_at: float  # on the same schedule
     budget: float
+    sooner: float | None = None  # an expiry at which late timers may already give up
 
     @property
     def remaining(self) -> float:
@@ -117,7 +122,13 @@ def _data_progress(ctx: Context, index: int, retransmits: int, s: RetransmitSett
     give_up = established_schedule(s.retries2, s.rto_max, start)
     expires = float(ctx.sockets["expires_ms"][index]) / 1000
     elapsed = elapsed_in_schedule(give_up.schedule, retransmits, expires)
-    return Progress(retransmits, elapsed, give_up.schedule.gives_up_at, give_up.budget)
+    return Progress(
+        retransmits,
+        elapsed,
+        give_up.schedule.gives_up_at,
+        give_up.budget,
+        give_up.sooner_give_up_at,
+    )
 
 
 def _data_finding(
@@ -175,11 +186,22 @@ def _data_explanation(settings: RetransmitSettings, furthest: Progress) -> str:
         "Data on these connections has gone unacknowledged: the peer, or the path to it, "
         "went silent. The kernel retransmits with a doubling RTO (capped at "
         f"{seconds_text(settings.rto_max)}) and reports ETIMEDOUT only at the first RTO "
-        "expiry after the time since the first unacknowledged transmission passes the "
-        f"budget tcp_retries2={settings.retries2} stands for ({seconds_text(furthest.budget)}); "
-        f"on this RTO that is about {seconds_text(round(furthest.gives_up_at, 1))}. Until "
+        "expiry after the time since the first RTO retransmission passes the budget "
+        f"tcp_retries2={settings.retries2} stands for ({seconds_text(furthest.budget)}); "
+        "counted from the first unacknowledged transmission, on this RTO that is about "
+        f"{seconds_text(round(furthest.gives_up_at, 1))}.{_sooner_text(furthest)} Until "
         "then a blocked read or write in the application simply waits. A TCP_USER_TIMEOUT "
         "set by the application replaces the budget but cannot be seen from outside."
+    )
+
+
+def _sooner_text(furthest: Progress) -> str:
+    if furthest.sooner is None:
+        return ""
+    return (
+        " Timers fire late, though, and the retransmission due at about "
+        f"{seconds_text(round(furthest.sooner, 1))} comes so close to the budget that their "
+        "lateness can use up the difference: the kernel may give up there instead."
     )
 
 
@@ -195,9 +217,9 @@ def _data_fixes(settings: RetransmitSettings, furthest: Progress) -> tuple[Fix, 
                 "so a dead peer fails the call in bounded time"
             ),
             detail=(
-                "The kernel aborts with ETIMEDOUT once data has been unacknowledged for that "
-                "long, shortening the last RTO to meet it (about "
-                f"{seconds_text(round(capped, 1))} instead of "
+                "The kernel aborts with ETIMEDOUT once that long has passed since the first "
+                "RTO retransmission, shortening the last RTO to meet it (about "
+                f"{seconds_text(round(capped, 1))} after the first transmission instead of "
                 f"{seconds_text(round(furthest.gives_up_at, 1))}). It is per socket, in "
                 "milliseconds, and also bounds connect() and keepalive. Keep it above the "
                 "longest outage you want to ride out."
