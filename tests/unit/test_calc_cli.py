@@ -93,9 +93,41 @@ def test_synack_json(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_orphan_json(capsys: pytest.CaptureFixture[str]) -> None:
+    # Budget 102.2 s from the first retransmission at 0.2 s: 102.2 s is 102.0 s in and
+    # retransmits (the 9th), 204.6 s ends it (worked out in test_timing.py); late timers at
+    # the default HZ=250 can use up the 0.2 s left at 102.2 s.
     data = run_json(capsys, "orphan-retries", "0")
     assert data["effective_retries"] == 8
     assert data["budget"] == pytest.approx(102.2)
+    assert data["budget_from"] == pytest.approx(0.2)
+    assert data["schedule"]["retransmissions"] == 9
+    assert data["schedule"]["gives_up_at"] == pytest.approx(204.6)
+    assert data["headroom"] == pytest.approx(0.2)
+    assert data["sooner_give_up_at"] == pytest.approx(102.2)
+    assert data["loss_probe_at"] is None
+
+
+def test_text_orphan_counts_the_budget_from_the_first_retransmission(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # tcp_orphan_retries=3, RTO 204 ms: budget 3.0 s from 0.204 s; 0.612 (0.408 s in),
+    # 1.428 (1.224), 3.06 (2.856 < 3.0) retransmit, 6.324 (6.12 s in) ends it. Lateness at
+    # HZ=250 of the 0.408, 0.816, 1.632 s timers: 3 x 32 ms < the 0.144 s left: no line.
+    code, out, _ = run(capsys, "orphan-retries", "3", "--initial-rto-ms", "204")
+    assert code == 0
+    assert "budget from      0.204 s: the first RTO retransmission" in out
+    assert "gives up at      6.324 s" in out
+    assert "late timers" not in out
+    assert "FIN retransmitted, budget starts" in out
+
+
+def test_text_orphan_default_names_the_expiry_late_timers_may_end(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run(capsys, "orphan-retries")
+    assert code == 0
+    assert "gives up at      204.6 s" in out
+    assert "may end it at 102.2 s (1 min 42.2 s): 0.2 s short of the budget there" in out
 
 
 def test_keepalive_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -413,6 +413,12 @@ def test_fin_wait1_stuck_orphans_with_give_up_time() -> None:
     assert e["max_retransmissions"] == 4 and e["peer_silent_s"] == 8.0
     assert e["tcp_orphan_retries"] == 0 and e["orphan_retries_effective"] == 8
     assert e["orphan_give_up_s"] == orphan_give_up(0).schedule.gives_up_at
+    # 102.2 s budget from the first retransmission at 0.2 s: nominally 204.6 s after the
+    # FIN, or 102.2 s when late timers at HZ=250 use up the last 0.2 s (test_timing.py).
+    assert e["orphan_give_up_s"] == pytest.approx(204.6)
+    assert e["orphan_late_give_up_s"] == pytest.approx(102.2)
+    assert "about 204.6 s (3.4 min) after its FIN was first sent" in finding.explanation
+    assert "or already at 102.2 s" in finding.explanation
     assert finding.fixes[0].kind is FixKind.INVESTIGATE
     assert finding.fixes[-1].sysctl == "net.ipv4.tcp_orphan_retries"
     assert "FIN_WAIT1" in finding.title

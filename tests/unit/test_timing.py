@@ -229,22 +229,117 @@ def test_synack_zero_retries_drops_at_first_timeout() -> None:
     assert result.schedule.gives_up_at == pytest.approx(1.0)
 
 
-def test_orphan_zero_means_8_and_102_2_s() -> None:
+def test_orphan_zero_means_8_budget_102_2_s_from_the_first_retransmission() -> None:
+    # 0 means 8 while alive: budget (2^9 - 1) x 0.2 = 102.2 s, from retrans_stamp, the first
+    # RTO retransmission at 0.2 s. RTO 0.2 doubling (never reaching 120 s, so always alive):
+    # expiries 0.2, 0.6, 1.4, 3.0, 6.2, 12.6, 25.4, 51.0, 102.2 (102.0 s in, 0.2 s short:
+    # retransmits, the 9th), 204.6 (204.4 s in, RTO 102.4 < 120 still alive) gives up.
+    # [The old rule, from the FIN's first send: 8 retransmissions, gone at 102.2 s.]
     assert timing.effective_orphan_retries(0) == 8
     assert timing.effective_orphan_retries(0, alive=False) == 0
     result = timing.orphan_give_up(0)
     assert result.effective_retries == 8
     assert result.budget == pytest.approx(102.2)  # 511 x 0.2
-    assert result.schedule.retransmissions == 8
-    assert result.schedule.gives_up_at == pytest.approx(102.2)
+    assert result.budget_from == pytest.approx(0.2)
+    assert result.loss_probe_at is None
+    assert result.schedule.retransmit_times == pytest.approx(
+        (0.2, 0.6, 1.4, 3.0, 6.2, 12.6, 25.4, 51.0, 102.2)
+    )
+    assert result.schedule.gives_up_at == pytest.approx(204.6)
+    assert result.schedule.reason is GiveUpReason.TIME_BUDGET
+    assert result.headroom == pytest.approx(0.2)  # 102.2 - (102.2 - 0.2)
+    assert result.sooner_give_up_at is None  # no HZ, no guess
+
+
+def test_late_timers_can_end_the_default_orphan_at_102_2_s() -> None:
+    # Worst-case lateness at HZ=250 of the timers after the stamp: 0.4, 0.8, 1.6 s (level 1)
+    # 32 ms each, 3.2, 6.4, 12.8 s (level 2) 256 ms each, 25.6 and 51.2 s (level 3) 2.048 s
+    # each: 0.096 + 0.768 + 4.096 = 4.96 s by the 102.2 s expiry, >= its 0.2 s headroom. At
+    # 51.0 s: 0.096 + 0.768 + 2.048 = 2.912 s < 102.2 - 50.8 = 51.4 s. So 102.2 s.
+    assert timing.orphan_give_up(0, hz=250).sooner_give_up_at == pytest.approx(102.2)
+
+
+@pytest.mark.parametrize(
+    ("retries", "retransmits", "gives_up", "sooner"),
+    [
+        # budget 63 x 0.2 = 12.6: 12.6 is 12.4 s in, retransmits; 25.4 (25.2 in) gives up.
+        # Lateness by 12.6: 3 x 32 ms + 256 ms (3.2 s) + 256 ms (6.4 s) = 0.608 >= 0.2.
+        # [Old: 5 retransmissions, 12.6 s.]
+        (5, (0.2, 0.6, 1.4, 3.0, 6.2, 12.6), 25.4, 12.6),
+        # budget 15 x 0.2 = 3.0: 3.0 is 2.8 s in; 6.2 (6.0 in) gives up. Lateness by 3.0:
+        # 3 x 32 ms = 0.096 < 0.2: no sooner give-up. [Old: 3 retransmissions, 3.0 s.]
+        (3, (0.2, 0.6, 1.4, 3.0), 6.2, None),
+        # budget 7 x 0.2 = 1.4: 1.4 is 1.2 s in; 3.0 (2.8 in) gives up. Lateness by 1.4:
+        # 2 x 32 ms < 0.2. [Old: 2 retransmissions, 1.4 s.]
+        (2, (0.2, 0.6, 1.4), 3.0, None),
+    ],
+)
+def test_orphan_small_retries_one_more_retransmission(
+    retries: int, retransmits: tuple[float, ...], gives_up: float, sooner: float | None
+) -> None:
+    result = timing.orphan_give_up(retries, hz=250)
+    assert result.effective_retries == retries
+    assert result.schedule.retransmit_times == pytest.approx(retransmits)
+    assert result.schedule.gives_up_at == pytest.approx(gives_up)
+    assert result.headroom == pytest.approx(0.2)
+    assert result.sooner_give_up_at == pytest.approx(sooner)
+
+
+@pytest.mark.parametrize(
+    ("retries", "retransmits", "gives_up", "headroom", "measured"),
+    [
+        # tcp_orphan_retries=3, budget 3.0 s: the probe at 0.204 re-arms a full RTO, the
+        # first RTO expiry at 0.408 is the stamp; 0.816 (0.408 s in), 1.632 (1.224),
+        # 3.264 (2.856 < 3.0) retransmit; 6.528 (6.12 s in) ends it. [measured: TLP + 4
+        # retransmissions, gone after 6.77 s]
+        (3, (0.408, 0.816, 1.632, 3.264), 6.528, 0.144, 6.77),
+        # =2, budget 1.4 s: 0.816, 1.632 (1.224 < 1.4) retransmit; 3.264 (2.856 s in) ends
+        # it. [measured: TLP + 3 retransmissions, gone after 3.36 s]
+        (2, (0.408, 0.816, 1.632), 3.264, 0.176, 3.36),
+    ],
+)
+def test_orphan_with_a_loss_probe_matches_the_lab_measurement(
+    retries: int,
+    retransmits: tuple[float, ...],
+    gives_up: float,
+    headroom: float,
+    measured: float,
+) -> None:
+    # Lab, 6.18, HZ=250: an orphan in LAST_ACK sends its FIN into a black hole, RTO 204 ms
+    # (51 ticks). The probe was seen at 0.208 s: a 51-tick timer fires one tick late (the
+    # timer wheel rounds level-0 expiries up by a tick), so its nominal time is 0.204 s,
+    # which is also as late as tcp_schedule_loss_probe() may arm it (no later than the RTO).
+    result = timing.orphan_give_up(retries, initial_rto=0.204, loss_probe=0.204, hz=250)
+    assert result.loss_probe_at == pytest.approx(0.204)
+    assert result.budget_from == pytest.approx(0.408)
+    assert result.schedule.retransmit_times == pytest.approx(retransmits)
+    assert result.schedule.gives_up_at == pytest.approx(gives_up)
+    assert result.headroom == pytest.approx(headroom)
+    # Lateness since the stamp (0.408, 0.816, 1.632 s: level 1, 32 ms each) stays below
+    # the headroom (<= 0.096 < 0.144): no expiry is ended early, as measured.
+    assert result.sooner_give_up_at is None
+    # The measurement lies between the nominal end and the nominal end plus every timer's
+    # worst-case lateness: probe and first RTO 4 ms each (level 0), then 32 ms per level-1
+    # wait and 256 ms for the 3.264 s one (816 ticks, level 2). retries=3: 6.528 <= 6.77 <=
+    # 6.528 + 0.008 + 0.096 + 0.256 = 6.888; retries=2: 3.264 <= 3.36 <= 3.264 + 0.008 +
+    # 0.096 = 3.368.
+    timers = (0.204, 0.204, *result.schedule.waits[1:])
+    worst = sum(timing.timer_slack(t, 250).max_lateness for t in timers)
+    assert gives_up <= measured <= gives_up + worst
 
 
 def test_orphan_with_low_rto_max_dies_once_rto_hits_the_cap() -> None:
     # With rto_max 10 s the RTO reaches the cap after 0.2 x 2^6 > 10: "not alive",
-    # so tcp_orphan_retries() returns 0 and the next expiry gives up.
+    # so tcp_orphan_retries() returns 0 and the next expiry gives up. Budget while alive:
+    # thresh ilog2(10 / 0.2) = 5, 63 x 0.2 + 3 x 10 = 42.6 s from 0.2; expiries 0.6 ...
+    # 12.6 (12.4 s in) retransmit; at 22.6 the RTO is 10 s = the cap: budget
+    # tcp_model_timeout(0) = 0.2 s, 22.4 s in, gone. (The same with the old clock.)
     result = timing.orphan_give_up(0, rto_max=10.0)
     assert result.effective_retries == 0
+    assert result.budget == pytest.approx(0.2)
+    assert result.schedule.retransmissions == 6
     assert result.schedule.gives_up_at == pytest.approx(22.6)
+    assert result.headroom == pytest.approx(30.2)  # the 42.6 s budget in force at 12.6 s
 
 
 # --- keepalive ----------------------------------------------------------------------------
@@ -504,6 +599,8 @@ def test_timer_slack_beyond_wheel_is_clamped() -> None:
         lambda: timing.syn_give_up(linear_timeouts=-1),
         lambda: timing.synack_give_up(-1),
         lambda: timing.orphan_give_up(256),
+        lambda: timing.orphan_give_up(initial_rto=0.204, loss_probe=0.208),
+        lambda: timing.orphan_give_up(hz=0),
         lambda: timing.keepalive_detection(time=0),
         lambda: timing.keepalive_detection(intvl=40000),
         lambda: timing.fin_wait2_lifetime(-1),
@@ -549,6 +646,31 @@ def test_established_schedule_properties(retries: int, rto_max_ms: int, initial_
     assert _micros(result.schedule.gives_up_at) - stamp >= budget
     assert _micros(times[-1]) - stamp < budget
     assert result.schedule.gives_up_at > times[-1]
+    assert sum(result.schedule.waits) == pytest.approx(result.schedule.gives_up_at)
+
+
+@given(
+    retries=st.integers(0, 20),
+    rto_max_ms=st.integers(1000, 120_000),
+    initial_ms=st.integers(1, 5000),
+    hz=st.sampled_from([100, 250, 1000]),
+)
+def test_orphan_schedule_properties(
+    retries: int, rto_max_ms: int, initial_ms: int, hz: int
+) -> None:
+    result = timing.orphan_give_up(
+        retries, rto_max=rto_max_ms / 1000, initial_rto=initial_ms / 1000, hz=hz
+    )
+    times = result.schedule.retransmit_times
+    assert _strictly_increasing(times)
+    # As for tcp_retries2: the clock starts at the first retransmission and the final
+    # expiry is at least the budget in force there after it.
+    stamp = _micros(result.budget_from)
+    assert times[0] == result.budget_from
+    assert _micros(result.schedule.gives_up_at) - stamp >= _micros(result.budget)
+    assert result.headroom is None or result.headroom > 0
+    sooner = result.sooner_give_up_at
+    assert sooner is None or sooner in times[1:]
     assert sum(result.schedule.waits) == pytest.approx(result.schedule.gives_up_at)
 
 

@@ -67,6 +67,26 @@ def _rto_max_option(command: F) -> F:
     )(command)
 
 
+def _initial_rto_option(command: F) -> F:
+    return click.option(
+        "--initial-rto-ms",
+        type=float,
+        default=TCP_RTO_MIN * _MS,
+        show_default=True,
+        help="RTO when the loss starts (200 ms on a LAN; larger on long paths).",
+    )(command)
+
+
+def _hz_option(command: F) -> F:
+    return click.option(
+        "--hz",
+        type=int,
+        default=REFERENCE_HZ,
+        show_default=True,
+        help="CONFIG_HZ, for how late the RTO timers can fire.",
+    )(command)
+
+
 def _user_timeout_option(command: F) -> F:
     return click.option(
         "--user-timeout-ms",
@@ -196,20 +216,8 @@ def calc() -> None:
 @click.argument("retries", type=int, default=TCP_RETR2, required=False)
 @_rto_max_option
 @_user_timeout_option
-@click.option(
-    "--initial-rto-ms",
-    type=float,
-    default=TCP_RTO_MIN * _MS,
-    show_default=True,
-    help="RTO when the loss starts (200 ms on a LAN; larger on long paths).",
-)
-@click.option(
-    "--hz",
-    type=int,
-    default=REFERENCE_HZ,
-    show_default=True,
-    help="CONFIG_HZ, for how late the RTO timers can fire.",
-)
+@_initial_rto_option
+@_hz_option
 @_json_option
 def retries2_cmd(
     retries: int,
@@ -265,7 +273,9 @@ def retries2_cmd(
     _emit(result, as_json, render)
 
 
-def _late_timer_rows(result: timing.EstablishedGiveUp, hz: int) -> list[tuple[str, str]]:
+def _late_timer_rows(
+    result: timing.EstablishedGiveUp | timing.OrphanGiveUp, hz: int
+) -> list[tuple[str, str]]:
     """Where late timers may end the schedule one expiry sooner, when they can."""
     sooner = result.sooner_give_up_at
     if sooner is None or result.headroom is None:
@@ -370,13 +380,20 @@ def synack_retries_cmd(retries: int, as_json: bool) -> None:
 @calc.command("orphan-retries", context_settings=_NUMERIC_ARGS)
 @click.argument("retries", type=int, default=TCP_ORPHAN_RETRIES, required=False)
 @_rto_max_option
+@_initial_rto_option
+@_hz_option
 @_json_option
-def orphan_retries_cmd(retries: int, rto_max_ms: int, as_json: bool) -> None:
+def orphan_retries_cmd(
+    retries: int, rto_max_ms: int, initial_rto_ms: float, hz: int, as_json: bool
+) -> None:
     """Orphaned socket give-up (tcp_orphan_retries).
 
     When a closed socket in FIN_WAIT1, LAST_ACK or CLOSING stops retransmitting its FIN.
+    The budget runs from the first RTO retransmission.
     """
-    result = timing.orphan_give_up(retries, rto_max=rto_max_ms / _MS)
+    result = timing.orphan_give_up(
+        retries, rto_max=rto_max_ms / _MS, initial_rto=initial_rto_ms / _MS, hz=hz
+    )
 
     def render(console: Console) -> None:
         effective = str(result.effective_retries)
@@ -387,13 +404,23 @@ def orphan_retries_cmd(retries: int, rto_max_ms: int, as_json: bool) -> None:
             rows.append(("", "0 stays 0 once the RTO reaches its ceiling (not alive)"))
         rows += [
             ("time budget", _dur(result.budget)),
-            ("gives up at", _dur(result.schedule.gives_up_at)),
+            ("budget from", f"{_dur(result.budget_from)}: the first RTO retransmission"),
+            (
+                "gives up at",
+                f"{_dur(result.schedule.gives_up_at)}: the first RTO expiry with "
+                "the budget used up",
+            ),
             ("retransmissions", str(result.schedule.retransmissions)),
         ]
+        rows += _late_timer_rows(result, hz)
         _summary(console, f"Orphan give-up, tcp_orphan_retries = {result.orphan_retries}", rows)
         console.print(
             _schedule_table(
-                result.schedule, first="FIN sent", sent="FIN retransmitted", end="destroyed"
+                result.schedule,
+                first="FIN sent",
+                sent="FIN retransmitted",
+                end="destroyed",
+                first_sent="FIN retransmitted, budget starts",
             )
         )
 

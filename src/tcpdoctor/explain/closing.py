@@ -282,8 +282,15 @@ def fin_wait2() -> Topic:
     )
 
 
+def _orphan_end(give_up: timing.OrphanGiveUp) -> float:
+    """Where late timers may end an orphan; the nominal give-up when they cannot."""
+    if give_up.sooner_give_up_at is None:
+        return give_up.schedule.gives_up_at
+    return give_up.sooner_give_up_at
+
+
 def linger() -> Topic:
-    orphan = timing.orphan_give_up()
+    orphan = timing.orphan_give_up(hz=REFERENCE_HZ)
     return Topic(
         id="linger",
         title="SO_LINGER: what close() does with a connection",
@@ -321,7 +328,10 @@ def linger() -> Topic:
             "also sends an RST (RFC 2525), counted as TCPAbortOnClose, and this check comes "
             "first. Read until end-of-file, or at least drain the receive queue, before "
             "closing if the peer must see a clean FIN. After a normal close, an orphan whose "
-            f"FIN is never acknowledged gives up after about {secs(orphan.budget)}.",
+            f"FIN is never acknowledged retransmits it for a {secs(orphan.budget)} budget "
+            "counted from its first retransmission: at the minimum RTO it disappears "
+            f"{secs(orphan.schedule.gives_up_at)} after the close, or already at "
+            f"{secs(_orphan_end(orphan))} when late timers use up the rest (see orphans).",
         ),
         key_numbers=(
             KeyNumber(
@@ -349,8 +359,8 @@ def linger() -> Topic:
 
 
 def orphans() -> Topic:
-    default = timing.orphan_give_up()
-    example = timing.orphan_give_up(_ORPHAN_RETRIES_EXAMPLE)
+    default = timing.orphan_give_up(hz=REFERENCE_HZ)
+    example = timing.orphan_give_up(_ORPHAN_RETRIES_EXAMPLE, hz=REFERENCE_HZ)
     fin = timing.fin_wait2_lifetime()
     return Topic(
         id="orphans",
@@ -358,8 +368,9 @@ def orphans() -> Topic:
         aliases=("orphan", "tcp_orphan_retries", "tcp_max_orphans", "LAST_ACK", "FIN_WAIT1"),
         summary=(
             "After close() the kernel finishes the connection alone; orphans in FIN_WAIT1, "
-            f"CLOSING or LAST_ACK give up after about {secs(default.budget)}, and "
-            "tcp_max_orphans caps how many the host keeps."
+            f"CLOSING or LAST_ACK facing a silent peer give up after a {secs(default.budget)} "
+            "budget counted from their first retransmission, and tcp_max_orphans caps how "
+            "many the host keeps."
         ),
         body=(
             "close() does not wait for the connection to end. The socket loses its file "
@@ -370,10 +381,21 @@ def orphans() -> Topic:
             "Their retransmissions are limited by tcp_orphan_retries, not tcp_retries2. The "
             f"default {TCP_ORPHAN_RETRIES} means {default.effective_retries} while the peer "
             "still looks alive, and the kernel turns that into a time budget the same way it "
-            f"does for tcp_retries2: about {secs(default.budget)} "
-            f"({hms(default.budget)}). A FIN_WAIT1 or LAST_ACK orphan facing a silent peer "
-            "lingers that long and then disappears without sending an RST (counted in "
-            "TCPAbortOnTimeout). Orphans in FIN_WAIT2 follow tcp_fin_timeout instead "
+            f"does for tcp_retries2: {secs(default.budget)} ({hms(default.budget)}). As for "
+            "tcp_retries2, the clock starts at the first retransmission by the RTO timer, "
+            "not at the FIN itself, and the orphan goes at the first timeout after the "
+            "budget has run out. A FIN_WAIT1 or LAST_ACK orphan facing a silent peer then "
+            "disappears without sending an RST (counted in TCPAbortOnTimeout): at the "
+            f"minimum RTO the FIN goes out again at {secs(default.budget_from)}, its "
+            f"{default.schedule.retransmissions}th retransmission comes "
+            f"{secs(default.headroom or 0.0)} short of the budget, and so on paper the "
+            f"orphan lasts {secs(default.schedule.gives_up_at)} "
+            f"({hms(default.schedule.gives_up_at)}). Timers fire late, though, and their "
+            "lateness counts towards the budget: a few late ones use up that "
+            f"{secs(default.headroom or 0.0)} and the kernel gives up at "
+            f"{secs(_orphan_end(default))} instead. A tail loss probe sent before the first "
+            "timeout does not start the clock; it moves everything later by up to one RTO. "
+            "Orphans in FIN_WAIT2 follow tcp_fin_timeout instead "
             f"({secs(fin.lifetime or 0.0)} by default).",
             "tcp_max_orphans is one cap for the whole host, shared by every network "
             "namespace and visible only in the initial one. Beyond it, or under TCP memory "
@@ -383,8 +405,9 @@ def orphans() -> Topic:
             "Many FIN_WAIT1 orphans usually point at peers that vanished or stopped "
             "reading, and each one keeps its unsent data until it gives up. A lower "
             "tcp_orphan_retries frees them sooner (with "
-            f"{_ORPHAN_RETRIES_EXAMPLE} the budget is {secs(example.budget)}), at the risk "
-            "of abandoning the final FIN to a slow but live peer.",
+            f"{_ORPHAN_RETRIES_EXAMPLE} the budget is {secs(example.budget)}: gone after "
+            f"{secs(example.schedule.gives_up_at)}, or {secs(_orphan_end(example))} with "
+            "late timers), at the risk of abandoning the final FIN to a slow but live peer.",
         ),
         key_numbers=(
             KeyNumber(
@@ -394,7 +417,22 @@ def orphans() -> Topic:
                 f"tcp_orphan_retries(): 0 means {TCP_ORPHAN_RETRIES_ZERO_MEANS} while alive",
             ),
             KeyNumber(
-                "orphan give-up budget", default.budget, "s", "orphan_give_up(), tcp_model_timeout"
+                "orphan give-up budget, from the first retransmission",
+                default.budget,
+                "s",
+                "orphan_give_up(), tcp_model_timeout",
+            ),
+            KeyNumber(
+                "orphan gone in the ideal schedule, after the FIN",
+                default.schedule.gives_up_at,
+                "s",
+                "orphan_give_up()",
+            ),
+            KeyNumber(
+                "late timers may end it at",
+                _orphan_end(default),
+                "s",
+                "orphan_give_up(hz=...)",
             ),
             KeyNumber("orphaned FIN_WAIT2", fin.lifetime or 0.0, "s", "tcp_fin_timeout default"),
         ),

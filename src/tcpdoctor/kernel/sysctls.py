@@ -525,7 +525,8 @@ ALL_SYSCTLS: tuple[SysctlSpec, ...] = (
         default=TCP_ORPHAN_RETRIES,
         meaning=(
             "Retransmission budget of orphans (closed by the application, still in "
-            "FIN_WAIT1, CLOSING or LAST_ACK). 0 means 8, about 102 s."
+            "FIN_WAIT1, CLOSING or LAST_ACK). 0 means 8, 102.2 s counted from the first "
+            "RTO retransmission."
         ),
         risks=(
             "Orphans keep memory and a port until it runs out. Lower values free them "

@@ -172,9 +172,10 @@ class RetransmitSchedule(NamedTuple):
 
     Times count from the original transmission. `waits[i]` is the timer armed after
     transmission i (0 = the original), so sum(waits) == gives_up_at; when a tail loss probe
-    comes first (established_give_up(loss_probe=...)), waits[0] runs from the original past
-    the probe to the first RTO retransmission. Where the time budget starts (the kernel's
-    retrans_stamp) depends on the state: see the function that made the schedule.
+    comes first (loss_probe=... of established_give_up or orphan_give_up), waits[0] runs
+    from the original past the probe to the first RTO retransmission. Where the time budget
+    starts (the kernel's retrans_stamp) depends on the state: see the function that made
+    the schedule.
     """
 
     initial_rto: float
@@ -213,6 +214,7 @@ def _run_retransmit_timer(
     *,
     first_expiry_us: int | None = None,
     stamp_at_first_retransmission: bool = False,
+    lateness: Callable[[int], int] | None = None,
 ) -> RetransmitSchedule:
     """tcp_retransmit_timer() + tcp_write_timeout(): each expiry either gives up or
     retransmits, backs the RTO off and re-arms the timer.
@@ -220,17 +222,24 @@ def _run_retransmit_timer(
     The one walk of the RTO timer in this module. `expired` and the user-timeout clamp see
     the time since retrans_stamp: the original transmission by default (tcp_connect()
     stamps the first SYN), or with `stamp_at_first_retransmission` the first expiry's
-    retransmission (tcp_retransmit_skb() stamps data there [measured on 6.18]; notes 6.4
-    still say the original send). The first timer fires after the plain RTO
+    retransmission (tcp_retransmit_skb() stamps data and FINs there [measured on 6.18];
+    notes 6.4 still say the original send). The first timer fires after the plain RTO
     (tcp_connect/tcp_rearm_rto) unless `first_expiry_us` says otherwise (a tail loss probe
     went out first and re-armed a full RTO).
+
+    `lateness(wait_us)`, when given, is how late a timer of that length may fire: it is
+    added up over the timers since retrans_stamp and shown to `expired` on top of the
+    nominal elapsed time, as the kernel's clock would see it; the times in the schedule
+    stay nominal. The walk then stops at the first expiry that late timers may end.
     """
     rto = initial_rto_us
     now = initial_rto_us if first_expiry_us is None else first_expiry_us
     stamp = 0
+    # With the stamp at the original send, the first timer's lateness already counts.
+    late = lateness(now) if lateness and not stamp_at_first_retransmission else 0
     waits = [now]
     times: list[int] = []
-    while (reason := expired(len(times), now - stamp, rto)) is None:
+    while (reason := expired(len(times), now - stamp + late, rto)) is None:
         times.append(now)
         if stamp_at_first_retransmission and len(times) == 1:
             stamp = now
@@ -238,6 +247,7 @@ def _run_retransmit_timer(
         wait = _clamp_to_user_timeout(rto, now - stamp, user_timeout_us)
         waits.append(wait)
         now += wait
+        late += lateness(wait) if lateness else 0
     return RetransmitSchedule(
         initial_rto=_s(initial_rto_us),
         rto_max=_s(rto_max_us),
@@ -340,12 +350,73 @@ def established_give_up(
     max_us = _rto_max_us(rto_max)
     first_us = min(_check_positive("initial_rto", initial_rto), max_us)
     ut_us = _user_timeout_us(user_timeout)
+    probe_us = _loss_probe_us(loss_probe, first_us)
+    return _established_walk(retries2, max_us, first_us, ut_us, probe_us, _check_hz(hz))
+
+
+def _loss_probe_us(loss_probe: float | None, first_us: int) -> int | None:
+    """A tail loss probe's send time, checked: tcp_schedule_loss_probe() never arms the
+    probe timer past the RTO timer that is already running."""
     probe_us = None if loss_probe is None else _check_positive("loss_probe", loss_probe)
     if probe_us is not None and probe_us > first_us:
         raise InputError(
             f"loss_probe must come no later than the RTO ({_s(first_us)} s), got {loss_probe}"
         )
-    return _established_walk(retries2, max_us, first_us, ut_us, probe_us, _check_hz(hz))
+    return probe_us
+
+
+class _StampedWalk(NamedTuple):
+    """The RTO timer with its budget clock started at the first RTO retransmission."""
+
+    schedule: RetransmitSchedule
+    stamp_us: int  # retrans_stamp: the first RTO retransmission
+    sooner_give_up_at: float | None  # see EstablishedGiveUp.sooner_give_up_at
+
+
+def _walk_from_first_retransmission(
+    first_us: int,
+    max_us: int,
+    expired: _ExpiryRule,
+    ut_us: int | None,
+    probe_us: int | None,
+    hz: int | None,
+) -> _StampedWalk:
+    """tcp_write_timeout()'s retransmits_timed_out() against retrans_stamp, which
+    tcp_retransmit_skb() sets at the first RTO retransmission: the clock of established
+    data (tcp_retries2) and of orphans (tcp_orphan_retries) alike. A tail loss probe at
+    `probe_us` does not set it and re-arms a full RTO. With `hz`, the same walk once more
+    with the worst-case timer lateness since the stamp (timer_slack()) on the clock: where
+    it stops before the nominal give-up, late timers may end the schedule there.
+    """
+
+    def walk(lateness: Callable[[int], int] | None) -> RetransmitSchedule:
+        return _run_retransmit_timer(
+            first_us,
+            max_us,
+            expired,
+            _doubling(max_us),
+            ut_us,
+            first_expiry_us=(probe_us or 0) + first_us,
+            stamp_at_first_retransmission=True,
+            lateness=lateness,
+        )
+
+    schedule = walk(None)
+    # The first expiry always retransmits (retransmits_timed_out() needs one), so
+    # retransmit_times[0] exists and is the stamp.
+    stamp_us = _us(schedule.retransmit_times[0])
+    if hz is None:
+        return _StampedWalk(schedule, stamp_us, None)
+    late = walk(lambda wait_us: _us(timer_slack(_s(wait_us), hz).max_lateness))
+    sooner = late.gives_up_at if late.retransmissions < schedule.retransmissions else None
+    return _StampedWalk(schedule, stamp_us, sooner)
+
+
+def _headroom_us(walk: _StampedWalk, budget_us: int) -> int | None:
+    """budget - (last retransmission - retrans_stamp), `budget_us` being the budget in force
+    at that last retransmission; None when it was the first RTO expiry (never gives up)."""
+    times = walk.schedule.retransmit_times
+    return budget_us - (_us(times[-1]) - walk.stamp_us) if len(times) > 1 else None
 
 
 def _established_walk(
@@ -359,18 +430,10 @@ def _established_walk(
     """established_give_up() on checked values, in microseconds."""
     model_us, budget_us = _budget_us(retries2, max_us, ut_us)
     reason = GiveUpReason.USER_TIMEOUT if ut_us is not None else GiveUpReason.TIME_BUDGET
-    schedule = _run_retransmit_timer(
-        first_us,
-        max_us,
-        _time_rule(budget_us, reason),
-        _doubling(max_us),
-        ut_us,
-        first_expiry_us=(probe_us or 0) + first_us,
-        stamp_at_first_retransmission=True,
+    walk = _walk_from_first_retransmission(
+        first_us, max_us, _time_rule(budget_us, reason), ut_us, probe_us, hz
     )
-    # The first expiry always retransmits, so there is at least one retransmission.
-    stamp_us, last_us = _us(schedule.retransmit_times[0]), _us(schedule.retransmit_times[-1])
-    headroom = budget_us - (last_us - stamp_us) if schedule.retransmissions > 1 else None
+    headroom = _headroom_us(walk, budget_us)
     base_us = _us(TCP_RTO_MIN)
     return EstablishedGiveUp(
         retries2=retries2,
@@ -380,30 +443,12 @@ def _established_walk(
         model_budget=_s(model_us),
         user_timeout=None if ut_us is None else _s(ut_us),
         budget=_s(budget_us),
-        schedule=schedule,
-        budget_from=_s(stamp_us),
+        schedule=walk.schedule,
+        budget_from=_s(walk.stamp_us),
         loss_probe_at=None if probe_us is None else _s(probe_us),
         headroom=None if headroom is None else _s(headroom),
-        sooner_give_up_at=None if hz is None else _sooner_give_up(schedule, budget_us, hz),
+        sooner_give_up_at=walk.sooner_give_up_at,
     )
-
-
-def _sooner_give_up(schedule: RetransmitSchedule, budget_us: int, hz: int) -> float | None:
-    """The first expiry after budget_from that retransmits nominally but whose headroom the
-    worst-case lateness of the timers since budget_from reaches, at `hz`.
-
-    retransmits_timed_out() reads the clock at each expiry, and timer-wheel timers fire
-    late, never early; each one is re-armed when the previous one fired, so their lateness
-    adds up. Usually the expiry found is the last retransmission, the one `headroom` is for.
-    """
-    stamp_us = _us(schedule.retransmit_times[0])
-    late_us = 0
-    # waits[j] is the timer that fires at retransmit_times[j]; j = 0 started the clock.
-    for wait, at in zip(schedule.waits[1:-1], schedule.retransmit_times[1:], strict=True):
-        late_us += _us(timer_slack(wait, hz).max_lateness)
-        if late_us >= budget_us - (_us(at) - stamp_us):
-            return at
-    return None
 
 
 # --- data sent into a black hole: tail loss probe, then the RTO timer ---------------------
@@ -638,12 +683,20 @@ def effective_orphan_retries(sysctl_value: int, *, alive: bool = True) -> int:
 
 
 class OrphanGiveUp(NamedTuple):
-    """When an orphaned socket (FIN_WAIT1, LAST_ACK, CLOSING) stops retransmitting."""
+    """When an orphaned socket (FIN_WAIT1, LAST_ACK, CLOSING) stops retransmitting.
+
+    Times count from the FIN's original transmission; the budget counts from
+    `budget_from`. The last four fields mean what they mean in EstablishedGiveUp.
+    """
 
     orphan_retries: int  # the sysctl value
     effective_retries: int  # what tcp_orphan_retries() returned at the final check
-    budget: float
+    budget: float  # the budget at the final check
     schedule: RetransmitSchedule
+    budget_from: float  # retrans_stamp: the first RTO retransmission
+    loss_probe_at: float | None  # None: no tail loss probe in this schedule
+    headroom: float | None  # budget - time since budget_from, at the last retransmission
+    sooner_give_up_at: float | None  # with `hz`: where late timers may end it instead
 
 
 def orphan_give_up(
@@ -651,18 +704,31 @@ def orphan_give_up(
     *,
     rto_max: float = TCP_RTO_MAX,
     initial_rto: float = TCP_RTO_MIN,
+    loss_probe: float | None = None,
+    hz: int | None = None,
 ) -> OrphanGiveUp:
     """Give-up time of an orphan whose FIN (or data) is never acknowledged.
 
     Mirrors the SOCK_DEAD branch of tcp_write_timeout(): retry_until =
     tcp_orphan_retries(sk, alive) with alive = icsk_rto < rto max, then
     retransmits_timed_out() against tcp_model_timeout(retry_until, TCP_RTO_MIN). With the
-    default 0 -> 8 the budget is 511 x 0.2 s = 102.2 s. Orphan killing for memory
-    (tcp_out_of_resources) is not modelled.
+    default 0 -> 8 the budget is 511 x 0.2 s = 102.2 s. Like tcp_retries2's, the budget
+    runs from retrans_stamp, set at the first RTO retransmission, and the first RTO expiry
+    never gives up; the orphan is destroyed at the first later expiry at or past it
+    [measured on 6.18, LAST_ACK, RTO 204 ms: tcp_orphan_retries=3 (3.0 s) gone after
+    6.77 s, =2 (1.4 s) after 3.36 s, not at 3.0 and 1.4 s]. So the default retransmits at
+    0.2 ... 102.2 s (102.0 s in, 9 retransmissions) and ends at 204.6 s nominally, or at
+    102.2 s once late timers have used up the 0.2 s left (`sooner_give_up_at`, with `hz`).
+
+    `initial_rto`, `loss_probe` and `hz` are those of established_give_up(): a tail loss
+    probe (None: not modelled) delays the whole schedule. TCP_USER_TIMEOUT, which the
+    kernel also applies to orphans, and orphan killing for memory (tcp_out_of_resources)
+    are not modelled.
     """
     effective_orphan_retries(orphan_retries)  # validates
     max_us = _rto_max_us(rto_max)
     first_us = min(_check_positive("initial_rto", initial_rto), max_us)
+    probe_us = _loss_probe_us(loss_probe, first_us)
     base_us = _us(TCP_RTO_MIN)
 
     def budget_for(rto: int) -> int:
@@ -674,13 +740,21 @@ def orphan_give_up(
             return GiveUpReason.TIME_BUDGET
         return None
 
-    schedule = _run_retransmit_timer(first_us, max_us, expired, _doubling(max_us))
-    final_rto = _us(schedule.waits[-1])
+    walk = _walk_from_first_retransmission(first_us, max_us, expired, None, probe_us, _check_hz(hz))
+    # No user timeout clamps an orphan's timers, so each wait is the RTO its expiry sees
+    # (waits[0] alone may include a loss probe; it ends at the first expiry, never the last).
+    waits = walk.schedule.waits
+    headroom = _headroom_us(walk, budget_for(_us(waits[-2]))) if len(waits) > 2 else None
+    final_rto = _us(waits[-1])
     return OrphanGiveUp(
         orphan_retries=orphan_retries,
         effective_retries=effective_orphan_retries(orphan_retries, alive=final_rto < max_us),
         budget=_s(budget_for(final_rto)),
-        schedule=schedule,
+        schedule=walk.schedule,
+        budget_from=_s(walk.stamp_us),
+        loss_probe_at=None if probe_us is None else _s(probe_us),
+        headroom=None if headroom is None else _s(headroom),
+        sooner_give_up_at=walk.sooner_give_up_at,
     )
 
 

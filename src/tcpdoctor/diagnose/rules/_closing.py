@@ -8,6 +8,7 @@ and, during a watch, from the same socket being seen in the first and the last s
 
 from __future__ import annotations
 
+import functools
 import math
 import socket
 from collections.abc import Mapping, Sequence
@@ -17,7 +18,9 @@ import numpy as np
 
 from tcpdoctor.diagnose.context import Context
 from tcpdoctor.diagnose.model import Evidence, Severity
+from tcpdoctor.kernel.constants import REFERENCE_HZ
 from tcpdoctor.kernel.states import TcpState
+from tcpdoctor.kernel.timing import OrphanGiveUp, orphan_give_up
 from tcpdoctor.observe._records import pick
 from tcpdoctor.observe.addresses import format_column
 from tcpdoctor.observe.summary import group_rows
@@ -297,6 +300,26 @@ def plural(count: int, word: str, many: str | None = None) -> str:
 
 def seconds_text(value: float) -> str:
     return f"{value:g} s" if value < 120 else f"{value:g} s ({value / 60:.1f} min)"
+
+
+@functools.lru_cache(maxsize=64)
+def orphan_schedule(retries: int) -> OrphanGiveUp:
+    """The tcp_orphan_retries schedule at the minimum RTO, and where late timers may end it
+    an expiry sooner. The host's CONFIG_HZ is not visible from user space: lateness is
+    judged at REFERENCE_HZ. Tail loss probes are not modelled (up to one RTO later)."""
+    return orphan_give_up(retries, hz=REFERENCE_HZ)
+
+
+def orphan_end_text(give_up: OrphanGiveUp) -> str:
+    """When an unanswered orphan ends, counted from its FIN's first transmission: the
+    nominal schedule, and the earlier expiry late timers may end it at, if any."""
+    text = f"about {seconds_text(give_up.schedule.gives_up_at)} after its FIN was first sent"
+    if give_up.sooner_give_up_at is not None:
+        text += (
+            f", or already at {seconds_text(give_up.sooner_give_up_at)} if timers firing "
+            "late use up the rest of the budget"
+        )
+    return text
 
 
 def rows_where(mask: np.ndarray) -> np.ndarray:

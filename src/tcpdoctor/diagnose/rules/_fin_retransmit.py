@@ -25,6 +25,8 @@ from tcpdoctor.diagnose.rules._closing import (
     Peer,
     group_by_peer,
     max_or_none,
+    orphan_end_text,
+    orphan_schedule,
     plural,
     ranked,
     rows_where,
@@ -34,7 +36,7 @@ from tcpdoctor.diagnose.rules._closing import (
 from tcpdoctor.diagnose.rules._common import in_state, sysctl_line
 from tcpdoctor.kernel.constants import TCP_ORPHAN_RETRIES, TCP_RETR2
 from tcpdoctor.kernel.states import TcpState, TimerCode
-from tcpdoctor.kernel.timing import established_give_up, orphan_give_up
+from tcpdoctor.kernel.timing import established_give_up
 from tcpdoctor.observe._records import pick
 
 STUCK_RETRANSMISSIONS = 3
@@ -77,7 +79,7 @@ def _finding(
     probing = int(np.count_nonzero(sockets["timer"] == TimerCode.PROBE0))
     retries = ctx.sysctl_int(ORPHAN_RETRIES)
     retries = TCP_ORPHAN_RETRIES if retries is None else retries
-    orphan = orphan_give_up(retries)
+    orphan = orphan_schedule(retries)
     retries2 = ctx.sysctl_int(RETRIES2)
     owned = established_give_up(TCP_RETR2 if retries2 is None else retries2)
     name = kind.state.label
@@ -94,6 +96,12 @@ def _finding(
         Evidence("orphan_retries_effective", "retries an orphan gets", orphan.effective_retries),
         Evidence("orphan_give_up_s", "an orphan gives up after", orphan.schedule.gives_up_at, "s"),
         Evidence(
+            "orphan_late_give_up_s",
+            "late timers may end an orphan at",
+            orphan.sooner_give_up_at,
+            "s",
+        ),
+        Evidence(
             "owned_give_up_s", "a held socket gives up after", owned.schedule.gives_up_at, "s"
         ),
     )
@@ -109,10 +117,12 @@ def _finding(
         )
     explanation = (
         f"{kind.situation} These sockets keep sending their FIN and nothing acknowledges it, so "
-        f"{cause}. Orphans give up after {seconds_text(orphan.schedule.gives_up_at)} "
-        f"(tcp_orphan_retries={retries}, {orphan.effective_retries} retries) and vanish without "
-        "a reset; sockets still held by a process wait for the tcp_retries2 budget "
-        f"({seconds_text(owned.schedule.gives_up_at)}). Each one holds memory, a port and, "
+        f"{cause}. An orphan gives up {orphan_end_text(orphan)}: "
+        f"tcp_orphan_retries={retries} ({orphan.effective_retries} retries) is a "
+        f"{seconds_text(orphan.budget)} budget counted from the first retransmission. "
+        "Orphans vanish without a reset; sockets still held by a process wait for the "
+        f"tcp_retries2 budget ({seconds_text(owned.schedule.gives_up_at)}). Each one holds "
+        "memory, a port and, "
         "while orphaned, a place under tcp_max_orphans."
     )
     severity = Severity.WARNING if count >= WARNING_SOCKETS else Severity.INFO
@@ -157,15 +167,15 @@ def _fixes(
     if kind.extra_fix is not None:
         fixes.append(kind.extra_fix)
     if orphaned:
-        shorter = orphan_give_up(SUGGESTED_ORPHAN_RETRIES).schedule.gives_up_at
+        shorter = orphan_schedule(SUGGESTED_ORPHAN_RETRIES)
         fixes.append(
             Fix(
                 FixKind.SYSCTL,
                 f"Consider a lower tcp_orphan_retries (now {retries}) to free orphans sooner",
-                f"{SUGGESTED_ORPHAN_RETRIES} gives up after about {seconds_text(shorter)} at the "
-                "minimum RTO. The budget is a time, so slow paths get fewer retries; too low a "
-                "value abandons FINs on lossy paths, and the peer may then hold a half-open "
-                "connection.",
+                f"At the minimum RTO, {SUGGESTED_ORPHAN_RETRIES} ends an orphan "
+                f"{orphan_end_text(shorter)}. The budget is a time, so slow paths get fewer "
+                "retries; too low a value abandons FINs on lossy paths, and the peer may then "
+                "hold a half-open connection.",
                 sysctl_line(ORPHAN_RETRIES, SUGGESTED_ORPHAN_RETRIES),
                 sysctl=ORPHAN_RETRIES,
             )

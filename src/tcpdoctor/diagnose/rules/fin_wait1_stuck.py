@@ -5,11 +5,14 @@ FIN_WAIT1 normally lasts one round trip. A socket counts as stuck once it has re
 zero-window probe timer: a peer that vanished, a path that drops the flow, a peer that stopped
 reading, or a local firewall dropping our own output. Grouped by peer: 1-9 stuck sockets are
 info, 10 or more a warning. Orphans give up after the tcp_orphan_retries budget (0 means 8,
-about 102 s); sockets still held by a process after the tcp_retries2 budget (924.6 s).
+102.2 s), sockets still held by a process after the tcp_retries2 budget (924.6 s); both
+budgets run from the first RTO retransmission (the kernel's retrans_stamp), so at the
+minimum RTO an orphan ends 204.6 s after its FIN, or at 102.2 s when late timers (judged
+at HZ=250) use up the last 0.2 s.
 
 Evidence: peer, stuck, orphaned, owned, retransmitting, probing, max_retransmissions,
 peer_silent_s, tcp_orphan_retries, orphan_retries_effective, orphan_give_up_s,
-owned_give_up_s.
+orphan_late_give_up_s, owned_give_up_s.
 """
 
 from __future__ import annotations

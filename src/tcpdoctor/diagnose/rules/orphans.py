@@ -38,11 +38,18 @@ from tcpdoctor.diagnose.model import (
     RuleSkipped,
     Severity,
 )
-from tcpdoctor.diagnose.rules._closing import Trend, seconds_text, trend, watch_evidence, worst
+from tcpdoctor.diagnose.rules._closing import (
+    Trend,
+    orphan_end_text,
+    orphan_schedule,
+    seconds_text,
+    trend,
+    watch_evidence,
+    worst,
+)
 from tcpdoctor.diagnose.rules._common import sysctl_line
 from tcpdoctor.kernel.constants import TCP_ORPHAN_PENALTY_SHIFT_MAX, TCP_ORPHAN_RETRIES
 from tcpdoctor.kernel.states import TcpState
-from tcpdoctor.kernel.timing import orphan_give_up
 
 RULE_ID = "orphans"
 MAX_ORPHANS = "net.ipv4.tcp_max_orphans"
@@ -109,7 +116,7 @@ def _finding(
     share = round(100.0 * orphans / limit, 1) if limit else None
     retries = ctx.sysctl_int(ORPHAN_RETRIES)
     retries = TCP_ORPHAN_RETRIES if retries is None else retries
-    give_up = orphan_give_up(retries).schedule.gives_up_at
+    give_up = orphan_schedule(retries).schedule.gives_up_at
     evidence = (
         Evidence("tcp_orphan", "orphaned TCP sockets (whole host)", orphans, "sockets"),
         Evidence("tcp_max_orphans", "tcp_max_orphans (whole host)", limit, "sockets"),
@@ -165,7 +172,7 @@ def _finding(
 
 def _fixes(limit: int | None, retries: int, host: bool | None) -> tuple[Fix, ...]:
     suggested = 5
-    shorter = orphan_give_up(suggested).schedule.gives_up_at
+    shorter = orphan_schedule(suggested)
     fixes = [
         Fix(
             FixKind.INVESTIGATE,
@@ -178,7 +185,7 @@ def _fixes(limit: int | None, retries: int, host: bool | None) -> tuple[Fix, ...
         Fix(
             FixKind.SYSCTL,
             f"Free unanswered orphans sooner with tcp_orphan_retries (now {retries})",
-            f"{suggested} gives up after about {seconds_text(shorter)} at the minimum RTO; it is "
+            f"At the minimum RTO, {suggested} ends an orphan {orphan_end_text(shorter)}; it is "
             "per namespace, so set it where the orphans are.",
             sysctl_line(ORPHAN_RETRIES, suggested),
             sysctl=ORPHAN_RETRIES,
