@@ -8,9 +8,7 @@ with the run's cleanup registry, so an exception or a signal leaves nothing behi
 
 from __future__ import annotations
 
-import json
 import os
-import queue
 import shutil
 import tempfile
 import threading
@@ -18,11 +16,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from tcpdoctor.errors import ScenarioError, TcpDoctorError
 from tcpdoctor.kernel.states import TcpState
 from tcpdoctor.kernel.sysctls import lookup_sysctl
+from tcpdoctor.lab._lines import JsonLines
 from tcpdoctor.lab.capture import Capture
 from tcpdoctor.lab.model import RunContext
 from tcpdoctor.lab.pcap import Segment
@@ -101,58 +100,12 @@ def chosen(user: Sequence[SysctlSetting], name: str, flag_value: str) -> str:
 # --- children -----------------------------------------------------------------------------
 
 
-class LineReader:
-    """JSON lines from a child's stdout, read by a thread so every wait is bounded."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.ended = False
-        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
-
-    def _pump(self, stream: IO[str]) -> None:
-        try:
-            for line in stream:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict):
-                    self._queue.put(record)
-        except (OSError, ValueError):
-            pass
-        self._queue.put(None)
-
-    def get(self, deadline: float) -> dict[str, Any] | None:
-        """The next record, or None at the deadline or once the stream has ended."""
-        if self.ended:
-            return None
-        try:
-            record = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            return None
-        if record is None:
-            self.ended = True
-        return record
-
-    def wait_for(
-        self, kind: str, deadline: float
-    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-        """Records up to the first of `kind` (None if it never came in time), and the
-        others seen meanwhile."""
-        others: list[dict[str, Any]] = []
-        while (record := self.get(deadline)) is not None:
-            if record.get("kind") == kind:
-                return record, others
-            others.append(record)
-        return None, others
-
-
 class LabServer:
     """The lifecycle server child: reports accepted connections and how each one ended."""
 
     def __init__(self, child: Child) -> None:
         self.child = child
-        self._lines = LineReader(child.stdout)
+        self._lines = JsonLines(child.stdout)
         self.records: list[dict[str, Any]] = []
 
     @classmethod
@@ -207,13 +160,13 @@ class LabClient:
     def __init__(self, child: Child, ports: list[int]) -> None:
         self.child = child
         self.ports = ports
-        self._lines: LineReader | None = None
+        self._lines: JsonLines | None = None
 
     @classmethod
     def start(cls, topo: Topology, host: Host, address: str, count: int) -> LabClient:
         args = ["--host", address, "--port", str(SERVER_PORT), "--count", str(count)]
         child = topo.spawn(host, CLIENT_MODULE, args)
-        lines = LineReader(child.stdout)
+        lines = JsonLines(child.stdout)
         ready, others = lines.wait_for("ready", time.monotonic() + READY_TIMEOUT_S + count)
         if ready is None:
             errors = [r for r in others if r.get("kind") == "error"]

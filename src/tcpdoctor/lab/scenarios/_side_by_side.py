@@ -14,17 +14,16 @@ snapshots' taken_at; `clock_offset()` links the two.
 from __future__ import annotations
 
 import contextlib
-import json
-import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from tcpdoctor.errors import ScenarioError, TcpDoctorError
 from tcpdoctor.kernel.states import TcpState
+from tcpdoctor.lab._lines import JsonLines
 from tcpdoctor.lab.model import RunContext, ScenarioResult
 from tcpdoctor.lab.pcap import Segment, TcpFlags
 from tcpdoctor.lab.scenarios._closes import Connection, connections, to_server
@@ -234,40 +233,6 @@ def _expect(lines: JsonLines, child: Child, kind: str, deadline: float) -> dict[
             raise ScenarioError(f"the lab client stopped before '{kind}': {detail}")
         if record.get("kind") == kind:
             return record
-
-
-class JsonLines:
-    """JSON objects, one per line, from a child's stdout; every wait is bounded."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.ended = False
-        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
-
-    def _pump(self, stream: IO[str]) -> None:
-        try:
-            for line in stream:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict):
-                    self._queue.put(record)
-        except (OSError, ValueError):
-            pass
-        self._queue.put(None)
-
-    def get(self, deadline: float) -> dict[str, Any] | None:
-        """The next record; None at the deadline or once the stream has ended."""
-        if self.ended:
-            return None
-        try:
-            record = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            return None
-        if record is None:
-            self.ended = True
-        return record
 
 
 # --- capture ----------------------------------------------------------------------------------

@@ -9,20 +9,18 @@ the run's cleanup registry, so an exception or a signal leaves nothing behind.
 
 from __future__ import annotations
 
-import json
 import os
-import queue
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from tcpdoctor.errors import ScenarioError
 from tcpdoctor.kernel.sysctls import lookup_sysctl
+from tcpdoctor.lab._lines import JsonLines
 from tcpdoctor.lab._pcap_option import start_capture
 from tcpdoctor.lab.model import RunContext
 from tcpdoctor.lab.pcap import Segment, read_pcap
@@ -126,34 +124,15 @@ class Lines:
 
     def __init__(self, child: Child) -> None:
         self.child = child
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.ended = False
-        threading.Thread(target=self._pump, args=(child.stdout,), daemon=True).start()
+        self._lines = JsonLines(child.stdout)
 
-    def _pump(self, stream: IO[str]) -> None:
-        try:
-            for line in stream:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict):
-                    self._queue.put(record)
-        except (OSError, ValueError):
-            pass
-        self._queue.put(None)
+    @property
+    def ended(self) -> bool:
+        return self._lines.ended
 
     def next(self, timeout: float) -> dict[str, Any] | None:
         """The next record, or None at the timeout or once the stream has ended."""
-        if self.ended:
-            return None
-        try:
-            record = self._queue.get(timeout=max(0.0, timeout))
-        except queue.Empty:
-            return None
-        if record is None:
-            self.ended = True
-        return record
+        return self._lines.get(time.monotonic() + timeout)
 
     def expect(self, kind: str, timeout: float, what: str) -> dict[str, Any]:
         """The next record, which must be of `kind`; a clear ScenarioError otherwise."""

@@ -33,6 +33,7 @@ from tcpdoctor.kernel.constants import NF_CT_TCP_LOOSE_DEFAULT
 from tcpdoctor.kernel.counters import parse_snmp
 from tcpdoctor.kernel.sysctls import parse_int
 from tcpdoctor.lab import _observer, _proc
+from tcpdoctor.lab._lines import JsonLines
 from tcpdoctor.lab.model import Param, ParamValues, RunContext, ScenarioResult, ScenarioSpec
 from tcpdoctor.lab.pcap import Flow, Segment, keepalive_probes, read_pcap
 from tcpdoctor.lab.scenarios import _daemons
@@ -45,7 +46,6 @@ from tcpdoctor.lab.scenarios._idle_timeout_model import (
     compare,
     expect,
 )
-from tcpdoctor.lab.scenarios._side_by_side import JsonLines
 from tcpdoctor.lab.scenarios._variant_model import verdict
 from tcpdoctor.lab.sysctl_args import SysctlSetting
 from tcpdoctor.lab.topology import Child, Host, Topology

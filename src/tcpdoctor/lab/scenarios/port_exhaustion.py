@@ -15,19 +15,17 @@ to the server.
 
 from __future__ import annotations
 
-import json
 import os
-import queue
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 from tcpdoctor.errors import InputError, ScenarioError
 from tcpdoctor.kernel.constants import DEFAULT_PORT_RANGE, PROT_SOCK, TCP_TIMEWAIT_LEN
 from tcpdoctor.kernel.sysctls import lookup_sysctl, parse_port_range
 from tcpdoctor.lab import _observer
+from tcpdoctor.lab._lines import JsonLines
 from tcpdoctor.lab.model import Param, ParamValues, RunContext, ScenarioResult, ScenarioSpec
 from tcpdoctor.lab.scenarios._port_exhaustion_model import (
     EADDRNOTAVAIL,
@@ -266,7 +264,7 @@ def _start_server(topo: Topology, server: Host, address: str, mode: Mode, durati
     if mode is Mode.SERVER_CLOSES_FIRST:
         args.append("--server-closes-first")
     child = topo.spawn(server, "tcpdoctor.lab._server", args)
-    lines = _LineReader(child.stdout)
+    lines = JsonLines(child.stdout)
     first = lines.get(time.monotonic() + READY_TIMEOUT_S)
     if first is None or first.get("kind") != "ready":
         raise ScenarioError(f"the lab server did not start: {child.stderr_tail() or 'no output'}")
@@ -285,7 +283,7 @@ def _run_load(
     args = ["--host", address, "--port", str(SERVER_PORT), "--rate", repr(rate)]
     args += ["--count", str(count), "--mode", mode.label, "--timeout", str(CONNECT_TIMEOUT_S)]
     child = topo.spawn(client, "tcpdoctor.lab._client", args)
-    lines = _LineReader(child.stdout)
+    lines = JsonLines(child.stdout)
     deadline = time.monotonic() + READY_TIMEOUT_S + count / rate + RUN_GRACE_S
     t0: float | None = None
     attempts: list[Attempt] = []
@@ -402,40 +400,6 @@ def _notes(exp: Expectation, knobs: ClientKnobs, ctx: RunContext) -> tuple[str, 
 
 def _spread(low: int, high: int) -> str:
     return str(low) if low == high else f"{low} or {high}"
-
-
-class _LineReader:
-    """JSON lines from a child's stdout, read by a thread so every wait is bounded."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.ended = False
-        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
-
-    def _pump(self, stream: IO[str]) -> None:
-        try:
-            for line in stream:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict):
-                    self._queue.put(record)
-        except (OSError, ValueError):
-            pass
-        self._queue.put(None)
-
-    def get(self, deadline: float) -> dict[str, Any] | None:
-        """The next record, or None at the deadline or once the stream has ended."""
-        if self.ended:
-            return None
-        try:
-            record = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            return None
-        if record is None:
-            self.ended = True
-        return record
 
 
 def _teaches() -> str:
