@@ -14,15 +14,15 @@ snapshots' taken_at; `clock_offset()` links the two.
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tcpdoctor.errors import ScenarioError, TcpDoctorError
+from tcpdoctor.errors import ScenarioError
 from tcpdoctor.kernel.states import TcpState
+from tcpdoctor.lab import _observer
 from tcpdoctor.lab._lines import JsonLines
 from tcpdoctor.lab.model import RunContext, ScenarioResult
 from tcpdoctor.lab.pcap import Segment, TcpFlags
@@ -36,7 +36,6 @@ SAMPLE_PERIOD_S = 0.5
 SETTLE_S = 0.3  # after a close: let FINs and their ACKs cross before counting
 READY_TIMEOUT_S = 15.0  # python start-up inside a namespace on a busy 2-core machine
 CLOSE_TIMEOUT_S = 10.0
-MAX_SAMPLES = 100_000
 TIME_WAIT = TcpState.TIME_WAIT.label
 ESTABLISHED = TcpState.ESTABLISHED.label
 Counts = Mapping[str, int]
@@ -108,42 +107,16 @@ def sample_variant(server: Host, variant: Variant) -> tuple[Sample, Sample]:
     )
 
 
-class Sampler:
+class Sampler(_observer.Periodic[Sample]):
     """Samples every variant every `period` seconds until stop(); bounded in count."""
 
     def __init__(
         self, server: Host, variants: Sequence[Variant], period: float = SAMPLE_PERIOD_S
     ) -> None:
-        self._server = server
-        self._variants = tuple(variants)
-        self._period = period
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="lab-sampler", daemon=True)
-        self.samples: list[Sample] = []
-        self.error: TcpDoctorError | None = None
-
-    def start(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def _loop(self) -> None:
-        next_at = time.monotonic()
-        while not self._stop.is_set() and len(self.samples) < MAX_SAMPLES:
-            try:
-                for variant in self._variants:
-                    self.samples.extend(sample_variant(self._server, variant))
-            except TcpDoctorError as err:  # reported by stop(), never lost
-                self.error = err
-                return
-            next_at += self._period
-            self._stop.wait(max(0.0, next_at - time.monotonic()))
-
-    def stop(self) -> list[Sample]:
-        self._stop.set()
-        self._thread.join(timeout=10 * self._period + 5)
-        if self.error is not None:
-            raise self.error
-        return list(self.samples)
+        chosen = tuple(variants)
+        super().__init__(
+            lambda: [s for variant in chosen for s in sample_variant(server, variant)], period
+        )
 
 
 # --- one variant's client -------------------------------------------------------------------
