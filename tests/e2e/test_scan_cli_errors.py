@@ -184,3 +184,22 @@ def test_unprivileged_summary_json_parses() -> None:
     summary = document["summary"]
     assert sum(summary["by_state"].values()) == summary["total"]
     assert summary["total"] == document["meta"]["socket_count"]
+
+
+@pytest.mark.kernel
+def test_a_reader_that_leaves_early_is_exit_0_and_silent() -> None:
+    """`tcpdoctor scan | head -1` on a namespace whose listing is far larger than a pipe."""
+    from support.population import populated_netns
+
+    with populated_netns() as pop:
+        proc = subprocess.Popen(
+            [support_netns.TCPDOCTOR, "scan", "--netns", pop.netns, "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.readline()
+        proc.stdout.close()
+        stderr = proc.stderr.read()
+        assert proc.wait(timeout=60) == 0
+        assert stderr == b""

@@ -29,7 +29,18 @@ VERBS = {
 }
 
 
+class _ReaderLeft(Exception):
+    """stdout's reader went away (`tcpdoctor scan | head`). Not an OSError, so click's own
+    broken-pipe handling (which exits 1) does not take it."""
+
+
 class LazyGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as err:
+            raise _ReaderLeft from err
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(VERBS)
 
@@ -79,9 +90,12 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(err), err.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", ExitCode.USAGE)
-    except BrokenPipeError:
-        # `tcpdoctor scan | head`: the reader left; nothing more to say.
-        sys.stderr.close()
+    except (BrokenPipeError, _ReaderLeft):
+        # `tcpdoctor scan | head`: the reader left; nothing more to say. Python would try
+        # the dead pipe again when it flushes stdout at exit: point stdout at /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
         sys.exit(ExitCode.OK)
     sys.exit(code if isinstance(code, int) else ExitCode.OK)
 
