@@ -8,7 +8,6 @@ with the run's cleanup registry, so an exception or a signal leaves nothing behi
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import threading
@@ -361,10 +360,6 @@ class Packets:
 
 
 # --- the result's odds and ends -----------------------------------------------------------
-
-
-def release() -> str:
-    return os.uname().release
 
 
 def present(read_back: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:

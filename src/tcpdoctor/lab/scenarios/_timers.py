@@ -9,7 +9,6 @@ the run's cleanup registry, so an exception or a signal leaves nothing behind.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -206,7 +205,3 @@ def _remove(folder: str) -> None:
 def realtime_offset() -> float:
     """time.time() - time.monotonic(), to put monotonic samples on the capture's clock."""
     return time.time() - time.monotonic()
-
-
-def release() -> str:
-    return os.uname().release

@@ -17,6 +17,7 @@ there at the end, however long the run.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -388,7 +389,7 @@ def run(ctx: RunContext, values: ParamValues) -> ScenarioResult:
             samples, closes[0].t_call, last_at(samples), _marks(closes, got, doctor_at)
         ),
         duration_s=time.monotonic() - started,
-        kernel_release=lc.release(),
+        kernel_release=os.uname().release,
         hz=ctx.hz.hz,
         hz_source=ctx.hz.source,
         notes=_notes(exp, got),

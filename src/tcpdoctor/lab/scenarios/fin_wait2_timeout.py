@@ -14,6 +14,7 @@ namespace's net.ipv4.tcp_fin_timeout (--sysctl wins).
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -138,7 +139,7 @@ def run(ctx: RunContext, values: ParamValues) -> ScenarioResult:
         verdict=verdict_line(exp, got, checks),
         timeline=_timeline(samples, got.gone_at, server_after.counts),
         duration_s=got.gone_at or 0.0,
-        kernel_release=_timers.release(),
+        kernel_release=os.uname().release,
         hz=ctx.hz.hz,
         hz_source=ctx.hz.source,
         notes=_notes(exp, got, ctx),

@@ -15,6 +15,7 @@ and --cnt set the client namespace's tcp_keepalive_* sysctls (--sysctl wins).
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -168,7 +169,7 @@ def run(ctx: RunContext, values: ParamValues) -> ScenarioResult:
         verdict=verdict_line(exp, got, checks),
         timeline=_timeline(got, dark_at - last_rx, [(s.at + offset - last_rx, s) for s in samples]),
         duration_s=got.error_at or 0.0,
-        kernel_release=_timers.release(),
+        kernel_release=os.uname().release,
         hz=ctx.hz.hz,
         hz_source=ctx.hz.source,
         notes=_notes(ctx),

@@ -19,6 +19,7 @@ then zero linger, else a FIN) and names the counter each path bumps.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -319,7 +320,7 @@ def run(ctx: RunContext, values: ParamValues) -> ScenarioResult:
             samples, closes[0][1].t_call, last_at(samples), _marks(got), _reads(got)
         ),
         duration_s=time.monotonic() - started,
-        kernel_release=lc.release(),
+        kernel_release=os.uname().release,
         hz=ctx.hz.hz,
         hz_source=ctx.hz.source,
         notes=(

@@ -14,6 +14,7 @@ expiry once tcp_retries2's budget, counted from the first RTO retransmission, is
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -144,7 +145,7 @@ def run(ctx: RunContext, values: ParamValues) -> ScenarioResult:
         verdict=verdict_line(exp, got, checks),
         timeline=_timeline(got, dark_at - first, [(s.at + offset - first, s) for s in samples]),
         duration_s=got.error_at or 0.0,
-        kernel_release=_timers.release(),
+        kernel_release=os.uname().release,
         hz=ctx.hz.hz,
         hz_source=ctx.hz.source,
         notes=_notes(exp, ctx),

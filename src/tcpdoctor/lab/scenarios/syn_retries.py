@@ -14,6 +14,7 @@ TCP_USER_TIMEOUT when set. TCP_SYNCNT (--syncnt) replaces tcp_syn_retries for on
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -161,7 +162,7 @@ def run(ctx: RunContext, values: ParamValues) -> ScenarioResult:
         verdict=verdict_line(exp, got, checks),
         timeline=_timeline(got, [(s.at + offset - first, s) for s in samples]),
         duration_s=got.error_at or 0.0,
-        kernel_release=_timers.release(),
+        kernel_release=os.uname().release,
         hz=ctx.hz.hz,
         hz_source=ctx.hz.source,
         notes=_notes(exp, ctx),

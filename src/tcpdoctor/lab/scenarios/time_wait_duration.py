@@ -13,6 +13,7 @@ early. Try `--sysctl net.ipv4.tcp_fin_timeout=5`: nothing changes.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -231,7 +232,7 @@ def run(ctx: RunContext, values: ParamValues) -> ScenarioResult:
         verdict=verdict(checks),
         timeline=build_timeline(samples, closes[0].t, last_at(samples), _marks(closes, got)),
         duration_s=time.monotonic() - started,
-        kernel_release=lc.release(),
+        kernel_release=os.uname().release,
         hz=ctx.hz.hz,
         hz_source=ctx.hz.source,
         notes=_notes(exp, got, pair),

@@ -18,6 +18,7 @@ TCP_TIMEWAIT_LEN; so the armed moment jumps to each FIN's arrival, and the TIME_
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -346,7 +347,7 @@ def run(ctx: RunContext, values: ParamValues) -> ScenarioResult:
         verdict=verdict(checks),
         timeline=build_timeline(samples, t0, last_at(samples), _marks(closed, got)),
         duration_s=time.monotonic() - started,
-        kernel_release=lc.release(),
+        kernel_release=os.uname().release,
         hz=ctx.hz.hz,
         hz_source=ctx.hz.source,
         notes=_notes(exp, got),

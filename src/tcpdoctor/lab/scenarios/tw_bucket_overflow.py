@@ -15,6 +15,7 @@ sending nothing; minisock_counter(60 s) says each kept one counts as TcpExt.TW.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -247,7 +248,7 @@ def run(ctx: RunContext, values: ParamValues) -> ScenarioResult:
         verdict=verdict(checks),
         timeline=build_timeline(samples, t0, last_at(samples), _marks(steps, got)),
         duration_s=time.monotonic() - started,
-        kernel_release=lc.release(),
+        kernel_release=os.uname().release,
         hz=ctx.hz.hz,
         hz_source=ctx.hz.source,
         notes=(
