@@ -3,12 +3,14 @@ adding a rule is adding a file."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 
 from tcpdoctor.diagnose.model import Rule
 
 
+@functools.cache  # the package's modules do not change while the process runs
 def all_rules() -> tuple[Rule, ...]:
     rules = []
     for module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
